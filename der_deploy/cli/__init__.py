@@ -1,0 +1,1 @@
+"""Thin click entry points. Heavy imports (torch, tensorrt) happen inside commands so --help is instant."""

@@ -1,0 +1,46 @@
+"""Shared CLI plumbing: one line per user error, no traceback; Ctrl-C exits 130."""
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable, TypeVar
+
+import click
+
+from ..errors import DerError
+
+F = TypeVar("F", bound=Callable)
+
+
+def fail(message: str, code: int = 2) -> "NoReturn":  # noqa: F821
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(func: F) -> F:
+    """Turn DerError into ``error: <message>`` on stderr and a non-zero exit."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except DerError as err:
+            fail(str(err), err.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'448' -> (448, 448); '384x512' -> (384, 512) as (H, W)."""
+    try:
+        parts = [int(p) for p in text.lower().replace(",", "x").split("x")]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a size; use N or HxW, e.g. 448 or 384x512") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) <= 0:
+        raise click.BadParameter(f"{text!r} is not a size; use N or HxW, e.g. 448 or 384x512")
+    return parts[0], parts[1]

@@ -1,0 +1,1 @@
+"""Torch-free runtime: backend runners, the Predictor, evaluation and benchmarks."""

@@ -1,0 +1,85 @@
+"""The DER model (paper §III): backbone -> X; stream 1 = GMP + FC; CADMs A = θᵀX; stream 2 = GMP(A)."""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torchvision
+from torch import nn
+
+from der_deploy.errors import CheckpointError
+
+ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+HEADS = ("der", "baseline")
+
+
+class DEROutput(NamedTuple):
+    logits: torch.Tensor  # ŷ, Eq. 14 (for the baseline head: ŷ_fcls)
+    fcls: torch.Tensor  # ŷ_fcls, Eq. 12
+    scls: torch.Tensor | None  # ŷ_scls, Eq. 13
+    cadm: torch.Tensor | None  # A = θᵀX, Eq. 2, B×C×h×w, no bias
+    embeddings: torch.Tensor | None  # a, Eq. 3, B×C×(h·w)
+
+
+def feature_size(input_size: tuple[int, int]) -> tuple[int, int]:
+    """Spatial size of ResNet's last stage: five stride-2 stages, each rounding up."""
+    h, w = input_size
+    for _ in range(5):
+        h, w = math.ceil(h / 2), math.ceil(w / 2)
+    return h, w
+
+
+def build_backbone(arch: str, weights=None) -> tuple[nn.Sequential, int]:
+    """A torchvision ResNet trunk up to the last conv stage, and its channel count d."""
+    if arch not in ARCHS:
+        raise CheckpointError(f"unknown architecture {arch!r}; use one of {', '.join(ARCHS)}")
+    net = getattr(torchvision.models, arch)(weights=weights)
+    trunk = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
+    return trunk, net.fc.in_features
+
+
+class DER(nn.Module):
+    """DER for multi-label recognition.
+
+    ``head="der"`` is the paper's model; ``head="baseline"`` is GMP + FC only (Table IV, first row).
+    ``weights`` is passed to torchvision (e.g. ``"DEFAULT"`` for ImageNet weights).
+    """
+
+    def __init__(self, num_classes: int, arch: str = "resnet101", *, weights=None,
+                 input_size: tuple[int, int] = (448, 448), head: str = "der"):
+        super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}; use one of {', '.join(HEADS)}")
+        if num_classes < 1:
+            raise ValueError("num_classes must be at least 1")
+        self.arch, self.head, self.num_classes = arch, head, num_classes
+        self.input_size = tuple(input_size)
+        self.backbone, self.feature_dim = build_backbone(arch, weights)
+        self.classifier = nn.Linear(self.feature_dim, num_classes)  # weight is θᵀ (C×d), bias is b
+        h, w = feature_size(self.input_size)
+        self.map_size = (h, w)
+        hw = h * w
+        # f_embed: two FC layers of width h·w with a ReLU between (§IV-B); training-only.
+        self.embed = nn.Sequential(nn.Linear(hw, hw), nn.ReLU(inplace=True), nn.Linear(hw, hw)) if head == "der" else None
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward_head(self, feats: torch.Tensor) -> DEROutput:
+        fcls = self.classifier(feats.amax(dim=(2, 3)))  # Eq. 12
+        if self.head == "baseline":
+            return DEROutput(fcls, fcls, None, None, None)
+        cadm = torch.einsum("cd,bdhw->bchw", self.classifier.weight, feats)  # Eq. 2
+        scls = cadm.amax(dim=(2, 3))  # Eq. 13
+        logits = 0.5 * (fcls + scls)  # Eq. 14
+        flat = cadm.flatten(2)
+        if flat.shape[-1] != self.embed[0].in_features:
+            raise ValueError(
+                f"input gives {tuple(cadm.shape[2:])} CADMs but f_embed was built for {self.map_size}; "
+                f"feed {self.input_size} inputs"
+            )
+        return DEROutput(logits, fcls, scls, cadm, self.embed(flat))  # Eq. 3
+
+    def forward(self, x: torch.Tensor) -> DEROutput:
+        return self.forward_head(self.forward_features(x))
