@@ -81,7 +81,10 @@ class ModelCard:
             raise CardError(f"model card has duplicate class names: {', '.join(dup)}")
         if not isinstance(self.arch, str) or not self.arch:
             raise CardError("model card arch must be a non-empty string such as 'resnet101'")
-        if len(self.input_size) != 2 or not all(isinstance(v, int) and v > 0 for v in self.input_size):
+        if (
+            not isinstance(self.input_size, tuple) or len(self.input_size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in self.input_size)
+        ):
             raise CardError(f"model card input_size must be two positive integers (H, W), got {self.input_size!r}")
         if self.interpolation not in INTERPOLATIONS:
             raise CardError(f"model card interpolation {self.interpolation!r} is unknown; use one of {', '.join(INTERPOLATIONS)}")
@@ -89,7 +92,10 @@ class ModelCard:
             raise CardError(f"model card channel_order {self.channel_order!r} is unknown; use RGB or BGR")
         for name in ("mean", "std"):
             value = getattr(self, name)
-            if len(value) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in value):
+            if (
+                not isinstance(value, tuple) or len(value) != 3
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+            ):
                 raise CardError(f"model card {name} must be three finite numbers, got {value!r}")
         if any(v <= 0 for v in self.std):
             raise CardError(f"model card std must be positive, got {self.std!r}")

@@ -26,6 +26,19 @@ def check_writable(path: str | Path) -> Path:
     return path
 
 
+def _umask() -> int:
+    try:  # Linux exposes it read-only; avoids briefly changing a process-wide setting
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path beside ``path``; it replaces ``path`` only if the block succeeds.
@@ -37,6 +50,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        # mkstemp makes the file 0600; give the output the permissions a plain open() would.
+        os.chmod(tmp_path, 0o666 & ~_umask())
         yield tmp_path
         os.replace(tmp_path, path)
     finally:

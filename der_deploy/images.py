@@ -1,0 +1,191 @@
+"""Image discovery, decoding and preprocessing: the ONLY preprocessing in der-deploy.
+
+Training-time evaluation, export calibration and every runtime call :func:`preprocess`, so the tensor a
+model sees cannot drift between stages. The recipe is the test-time ``Warp`` of ML-GCN/DER: resize
+straight to the card's (H, W) (no crop, aspect ratio not kept), scale to [0, 1], normalise, CHW.
+
+Decoding policy (:func:`load_image`):
+- EXIF orientation is applied, so a phone photo is seen upright.
+- Alpha (RGBA, LA, PA, palette transparency) is *dropped*, not composited: this is what
+  ``Image.open(p).convert("RGB")`` in the reference training code does, so deployed inputs match.
+- 16-bit grayscale (mode ``I;16*`` / ``I``) is scaled 0..65535 -> 0..255 (Pillow's own conversion
+  would clip everything above 255 to white).
+- Decoding is forced (``img.load()``) with ``ImageFile.LOAD_TRUNCATED_IMAGES`` left False, so a truncated
+  file fails here, and a JPEG without its end-of-image marker is rejected as truncated/corrupt. Garbage
+  inside the entropy data of an otherwise complete JPEG only makes libjpeg warn; it cannot be detected.
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+if TYPE_CHECKING:
+    from .card import ModelCard
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+     ".ppm", ".pgm", ".pbm", ".pnm"}
+)
+
+_RESAMPLING = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+
+
+def _is_hidden(rel: Path) -> bool:
+    return any(part.startswith(".") for part in rel.parts)
+
+
+def find_images(paths: str | Path | Iterable[str | Path]) -> list[Path]:
+    """Expand files and folders into a list of image paths.
+
+    Files named explicitly are kept as given, whatever their suffix (decoding reports a bad one).
+    Folders are walked recursively; only files with a suffix in :data:`IMAGE_EXTENSIONS` are kept, hidden
+    files and folders (name starting with ".") are skipped, and each folder's images come sorted by path.
+    Order of ``paths`` is kept and duplicates are dropped (first occurrence wins).
+    Raises :class:`ImageError` for a path that does not exist.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    found: list[Path] = []
+    seen: set[Path] = set()
+
+    def add(p: Path) -> None:
+        if p not in seen:
+            seen.add(p)
+            found.append(p)
+
+    for raw in paths:
+        root = Path(raw)
+        if root.is_dir():
+            hits = [
+                p for p in root.rglob("*")
+                if p.suffix.lower() in IMAGE_EXTENSIONS and not _is_hidden(p.relative_to(root)) and p.is_file()
+            ]
+            for p in sorted(hits):
+                add(p)
+        elif root.exists():
+            add(root)
+        else:
+            raise ImageError(root, "no such file or folder; check the path")
+    return found
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode.startswith("I;16") or mode == "I":
+        arr = np.asarray(img).astype(np.float32)
+        # 16-bit range -> 8-bit; round-to-nearest so 65535 -> 255 and 257*k -> k exactly.
+        gray = np.clip(np.rint(arr / 257.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if mode == "P" and "transparency" in img.info:
+        # Going through RGBA avoids Pillow's palette-transparency warning; the alpha is dropped below.
+        img = img.convert("RGBA")
+    return img.convert("RGB")
+
+
+def _check_jpeg_complete(data: bytes) -> bool:
+    sos = data.find(b"\xff\xda")
+    return sos >= 0 and data.rfind(b"\xff\xd9") > sos
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Decode ``path`` to an upright RGB image (see the module doc for the policy).
+
+    Raises :class:`ImageError` naming the file for a missing/unreadable file, a non-image, a truncated or
+    corrupt file, or a decompression bomb.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(path, "file not found") from None
+    except IsADirectoryError:
+        raise ImageError(path, "is a folder, not an image file") from None
+    except OSError as err:
+        raise ImageError(path, f"cannot read file ({err.strerror or err})") from None
+    try:
+        img = Image.open(io.BytesIO(data))  # in-memory: nothing to close
+        img.load()
+        if img.format == "JPEG" and not _check_jpeg_complete(data):
+            raise ImageError(path, "truncated or corrupt JPEG (no end-of-image marker); re-download or re-encode it")
+        img = ImageOps.exif_transpose(img)
+        return _to_rgb(img)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(path, "not an image (format not recognised by Pillow)") from None
+    except Image.DecompressionBombError as err:
+        raise ImageError(path, f"refused as a decompression bomb ({err})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError) as err:
+        # Pillow signals truncation/corruption with any of these depending on the codec.
+        raise ImageError(path, f"truncated or corrupt image data ({err}); re-download or re-encode it") from None
+
+
+def resampling(name: str) -> Image.Resampling:
+    """Pillow resampling filter for a card interpolation name."""
+    try:
+        return _RESAMPLING[name]
+    except KeyError:
+        raise ValueError(f"unknown interpolation {name!r}; use one of {', '.join(_RESAMPLING)}") from None
+
+
+def preprocess(img: Image.Image, card: "ModelCard") -> np.ndarray:
+    """Resize to ``card.input_size`` (H, W), scale to [0, 1], normalise, return float32 (3, H, W).
+
+    ``out[c] = (pixel[c] / 255 - mean[c]) / std[c]`` with mean/std always given in (R, G, B) order (the
+    ImageNet defaults are); ``channel_order="BGR"`` only reverses the output channels, so out[0] is blue.
+    """
+    if not isinstance(img, Image.Image):
+        raise ValueError(f"preprocess expects a PIL image, got {type(img).__name__}")
+    if img.mode != "RGB":
+        img = _to_rgb(img)
+    h, w = card.input_size
+    if img.size != (w, h):
+        img = img.resize((w, h), resampling(card.interpolation))  # PIL sizes are (W, H)
+    hwc = np.asarray(img)
+    std = np.asarray(card.std, dtype=np.float64)
+    scale = (1.0 / (255.0 * std)).astype(np.float32)
+    bias = (np.asarray(card.mean, dtype=np.float64) / std).astype(np.float32)
+    out = np.empty((3, h, w), dtype=np.float32)
+    order = (2, 1, 0) if card.channel_order == "BGR" else (0, 1, 2)
+    for c, src in enumerate(order):  # three vectorised passes, no per-pixel Python
+        np.multiply(hwc[:, :, src], scale[src], out=out[c], dtype=np.float32)
+        out[c] -= bias[src]
+    return out
+
+
+def load_and_preprocess(path: str | Path, card: "ModelCard") -> np.ndarray:
+    """:func:`load_image` then :func:`preprocess`; raises :class:`ImageError` for a bad file."""
+    return preprocess(load_image(path), card)
+
+
+def stack(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """Stack (3, H, W) arrays into one contiguous float32 (N, 3, H, W) batch."""
+    arrays = list(arrays)
+    if not arrays:
+        raise ValueError("cannot stack an empty list of images into a batch")
+    first = np.shape(arrays[0])
+    if len(first) != 3:
+        raise ValueError(f"expected (3, H, W) arrays, got shape {first}")
+    for i, a in enumerate(arrays):
+        if np.shape(a) != first:
+            raise ValueError(f"cannot stack images of different shapes: item 0 is {first}, item {i} is {np.shape(a)}")
+    out = np.empty((len(arrays), *first), dtype=np.float32)
+    for i, a in enumerate(arrays):
+        out[i] = a
+    return out
