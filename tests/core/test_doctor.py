@@ -1,0 +1,114 @@
+"""der-doctor: runs everywhere, never crashes, explains every missing backend."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from der_deploy.cli import doctor
+
+BIN = Path(sys.executable).parent
+
+
+def _run(*args, extra_path=None):
+    env = dict(os.environ, COLUMNS="200", DER_NO_PROGRESS="1")
+    if extra_path is not None:
+        env["PYTHONPATH"] = str(extra_path)
+    return subprocess.run([str(BIN / "der-doctor"), *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def _has(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:
+        return False
+
+
+def test_table_runs_and_explains_tensorrt():
+    out = _run()
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr
+    text = out.stdout
+    assert "onnxruntime" in text and "numpy" in text and "tensorrt" in text and "gpu" in text
+    if not _has("tensorrt"):
+        assert "not installed" in text and "pip install der-deploy[trt]" in text
+
+
+def test_json_report_parses_and_matches_this_machine():
+    out = _run("--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    rows = {r["component"]: r for r in report["components"]}
+    import numpy
+    import onnxruntime
+
+    assert rows["python"]["version"] == ".".join(map(str, sys.version_info[:3]))
+    assert rows["numpy"]["version"] == numpy.__version__
+    assert rows["onnxruntime"]["ok"] and rows["onnxruntime"]["version"] == onnxruntime.__version__
+    assert "CPU" in rows["onnxruntime"]["detail"]
+    trt = rows["tensorrt"]
+    if not _has("tensorrt"):
+        assert trt["ok"] is False and trt["detail"] == "not installed" and "der-deploy[trt]" in trt["hint"]
+    gpu_rows = [r for name, r in rows.items() if name.startswith("gpu")]
+    assert gpu_rows and (report["gpus"] or gpu_rows[0]["detail"] == "no NVIDIA GPU visible")
+    for r in report["components"]:
+        assert set(r) == {"component", "ok", "version", "detail", "hint"}
+        if not r["ok"]:
+            assert r["detail"], f"{r['component']} is missing without a reason"
+
+
+def test_doctor_never_imports_torch():
+    code = ("import sys; from der_deploy.cli import doctor; doctor.collect(); "
+            "print('torch' in sys.modules, 'tensorrt' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == "False"
+
+
+def test_missing_torch_is_explained(monkeypatch):
+    real = doctor._has_module
+    monkeypatch.setattr(doctor, "_has_module", lambda name: False if name == "torch" else real(name))
+    row = doctor.probe_torch()
+    assert row["ok"] is False and "pip install der-deploy[train]" in row["detail"]
+
+
+def test_a_crashing_probe_is_recorded_not_raised(monkeypatch):
+    def boom():
+        raise RuntimeError("driver exploded\nsecond line")
+
+    monkeypatch.setattr(doctor, "probe_onnxruntime", boom)
+    monkeypatch.setattr(doctor, "probe_cuda_python", boom)
+    monkeypatch.setattr(doctor, "probe_nvidia_smi", boom)
+    report = doctor.collect()
+    rows = {r["component"]: r for r in report["components"]}
+    assert rows["onnxruntime"] == {"component": "onnxruntime", "ok": False, "version": "",
+                                   "detail": "probe failed (RuntimeError: driver exploded)", "hint": ""}
+    assert rows["cuda-python"]["ok"] is False and rows["gpu"]["detail"] == "no NVIDIA GPU visible"
+
+
+def test_broken_tensorrt_install_is_reported(tmp_path):
+    fake = tmp_path / "tensorrt"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise OSError('libnvinfer.so.10: cannot open shared object file')\n")
+    out = _run("--json", extra_path=tmp_path)
+    assert out.returncode == 0, out.stderr
+    row = {r["component"]: r for r in json.loads(out.stdout)["components"]}["tensorrt"]
+    assert row["ok"] is False and "cannot be loaded" in row["detail"] and "libnvinfer.so.10" in row["detail"]
+
+
+@pytest.mark.skipif(not _has("cuda.bindings"), reason="cuda-python not installed here")
+def test_gpus_from_cuda_python_when_visible(monkeypatch):
+    from der_deploy.runtime import cuda
+
+    info = cuda.GpuInfo(0, "NVIDIA H200", "9.0", 150 * 2**30)
+    monkeypatch.setattr(cuda, "list_gpus", lambda: [info])
+    monkeypatch.setattr(cuda, "versions", lambda: {"driver": "13.0", "runtime": "13.0"})
+    report = doctor.collect()
+    gpu = {r["component"]: r for r in report["components"]}["gpu 0"]
+    assert gpu["ok"] and gpu["version"] == "sm_90" and gpu["detail"] == "NVIDIA H200, 150.0 GiB (via cuda-python)"

@@ -1,0 +1,454 @@
+"""build_engine / tensorrt_available without a GPU: argument and profile validation, the precision decision
+table, and the builder control flow against a FAKE tensorrt module that records calls.
+
+The fake has no EXPLICIT_BATCH, no build_engine and no max_workspace_size, so touching any of them fails.
+"""
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from der_deploy.card import ONNX_METADATA_KEY, ModelCard
+from der_deploy.errors import BackendUnavailable, ExportError
+from der_deploy.export import tensorrt as trt_build
+from der_deploy.export.profile import BatchProfile, parse_profile
+from der_deploy.fileio import sha256_file
+from der_deploy.runtime import cuda as cuda_helpers
+from der_deploy.runtime.sidecar import read_sidecar
+
+ROOT = Path(__file__).resolve().parents[2]
+CARD = ModelCard(classes=["a", "b", "c"], arch="resnet18", input_size=(8, 8))
+
+
+# --- tiny ONNX files that follow der-export's I/O contract -------------------------------------
+def make_onnx(path: Path, *, kind="fp32", batch="N", size=(8, 8), card=CARD) -> Path:
+    """images (batch, 3, H, W) -> GlobalAveragePool -> Flatten -> logits (batch, 3)."""
+    nodes, inits = [], []
+    src = "images"
+    if kind == "fp16":
+        nodes += [helper.make_node("Cast", ["images"], ["x16"], to=TensorProto.FLOAT16),
+                  helper.make_node("Cast", ["x16"], ["x32"], to=TensorProto.FLOAT)]
+        src = "x32"
+    elif kind in ("s8s8", "u8s8", "asym"):
+        zp_type = TensorProto.UINT8 if kind == "u8s8" else TensorProto.INT8
+        zp_val = 3 if kind == "asym" else 0
+        inits += [numpy_helper.from_array(np.array(0.05, np.float32), "scale"),
+                  helper.make_tensor("zp", zp_type, [], [zp_val])]
+        nodes += [helper.make_node("QuantizeLinear", ["images", "scale", "zp"], ["q"]),
+                  helper.make_node("DequantizeLinear", ["q", "scale", "zp"], ["dq"])]
+        src = "dq"
+    nodes += [helper.make_node("GlobalAveragePool", [src], ["pooled"]),
+              helper.make_node("Flatten", ["pooled"], ["logits"])]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, *size])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 3])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    if card is not None:
+        helper.set_model_props(model, {ONNX_METADATA_KEY: card.to_json()})
+    onnx.save(model, str(path))
+    return path
+
+
+# --- fakes -------------------------------------------------------------------------------------
+class FakeCudart(types.ModuleType):
+    class cudaError_t(enum.Enum):
+        cudaSuccess = 0
+        cudaErrorNoDevice = 100
+
+    def __init__(self, gpus=1):
+        super().__init__("fake_cudart")
+        self.gpus = gpus
+
+    def cudaGetDeviceCount(self):
+        return (self.cudaError_t.cudaSuccess, self.gpus) if self.gpus else (self.cudaError_t.cudaErrorNoDevice, 0)
+
+    def cudaGetDeviceProperties(self, device):
+        return (self.cudaError_t.cudaSuccess, types.SimpleNamespace(name=b"Fake GPU\x00", major=8, minor=9, totalGlobalMem=1 << 34))
+
+    def cudaSetDevice(self, device):
+        return (self.cudaError_t.cudaSuccess,)
+
+    def cudaGetErrorName(self, err):
+        return (self.cudaError_t.cudaSuccess, err.name.encode())
+
+
+class HostMemory(bytes):
+    @property
+    def nbytes(self) -> int:
+        return len(self)
+
+
+def fake_tensorrt(version="10.9.0.34", *, parse_errors=0, build_fails=False):
+    major = int(version.split(".")[0])
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+    trt.calls = calls = []
+
+    class ILogger:
+        class Severity(enum.Enum):
+            INTERNAL_ERROR = 0
+            ERROR = 1
+            WARNING = 2
+            INFO = 3
+
+        def __init__(self):
+            pass
+
+    # pybind11 enums convert with int(); TensorRT 10 numbers STRONGLY_TYPED 1 (0 was the removed explicit-batch flag)
+    trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", {"STRONGLY_TYPED": 1})
+    flags = {"TF32": 3} if major >= 11 else {"FP16": 0, "INT8": 1, "TF32": 3}  # 11 has no precision flags
+    trt.BuilderFlag = enum.Enum("BuilderFlag", flags)
+    trt.MemoryPoolType = enum.Enum("MemoryPoolType", {"WORKSPACE": 0})
+
+    class Network:
+        def __init__(self):
+            self.inputs = []
+
+        num_inputs = property(lambda self: len(self.inputs))
+
+        def get_input(self, i):
+            return self.inputs[i]
+
+    class ParserError:
+        def __init__(self, i):
+            self.i = i
+
+        def desc(self):
+            return f"unsupported operator number {self.i}"
+
+        def node(self):
+            return 10 + self.i
+
+        def code(self):
+            return "ErrorCode.UNSUPPORTED_NODE"
+
+        def node_name(self):
+            return f"/backbone/op{self.i}"
+
+        def node_operator(self):
+            return "FancyOp"
+
+    class OnnxParser:
+        def __init__(self, network, logger):
+            self.network, self.num_errors = network, 0
+
+        def parse_from_file(self, path):
+            calls.append(("parse_from_file", path))
+            if parse_errors:
+                self.num_errors = parse_errors
+                return False
+            for v in onnx.load(path).graph.input:
+                dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim)
+                self.network.inputs.append(types.SimpleNamespace(name=v.name, shape=dims))
+            return True
+
+        def get_error(self, i):
+            return ParserError(i)
+
+    class Profile:
+        def set_shape(self, name, mn, opt, mx):
+            calls.append(("set_shape", name, tuple(mn), tuple(opt), tuple(mx)))
+
+    class TimingCache:
+        def __init__(self, data):
+            self.data = bytes(data)
+
+        def serialize(self):
+            return HostMemory(b"CACHE-OK:" + str(len(self.data)).encode())
+
+    class Config:
+        def set_flag(self, flag):
+            calls.append(("set_flag", flag.name))
+
+        def clear_flag(self, flag):
+            calls.append(("clear_flag", flag.name))
+
+        def set_memory_pool_limit(self, pool, size):
+            calls.append(("set_memory_pool_limit", pool.name, size))
+
+        def add_optimization_profile(self, profile):
+            calls.append(("add_optimization_profile",))
+            return 0
+
+        def create_timing_cache(self, data):
+            calls.append(("create_timing_cache", bytes(data)))
+            return TimingCache(data)
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            calls.append(("set_timing_cache", cache.data, ignore_mismatch))
+            return cache.data == b"" or cache.data.startswith(b"CACHE-OK")
+
+        def get_timing_cache(self):
+            return TimingCache(b"updated")
+
+    class Builder:
+        def __init__(self, logger):
+            self.logger = logger
+
+        def create_network(self, flags=0):
+            calls.append(("create_network", flags))
+            return Network()
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            calls.append(("build_serialized_network",))
+            if build_fails:
+                self.logger.log(ILogger.Severity.ERROR, "Error Code 4: Internal Error (no implementation for node X)")
+                return None
+            return HostMemory(b"PLAN" + bytes(range(256)))
+
+    for obj in (ILogger, OnnxParser, Builder):
+        setattr(trt, obj.__name__, obj)
+    return trt
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    fake = FakeCudart()
+    monkeypatch.setattr(cuda_helpers, "_cudart", fake)
+    return fake
+
+
+def use_trt(monkeypatch, **kw):
+    trt = fake_tensorrt(**kw)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    return trt
+
+
+def names(trt, what):
+    return [c for c in trt.calls if c[0] == what]
+
+
+# --- tensorrt_available ----------------------------------------------------------------------------
+def test_tensorrt_missing_gives_pip_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(BackendUnavailable) as info:
+        trt_build.tensorrt_available()
+    assert str(info.value) == ("TensorRT is not installed; install it with `pip install der-deploy[trt]` on a machine "
+                               "with an NVIDIA GPU")
+
+
+def test_tensorrt_without_gpu_is_a_clear_error(monkeypatch):
+    use_trt(monkeypatch)
+    monkeypatch.setattr(cuda_helpers, "_cudart", FakeCudart(gpus=0))
+    with pytest.raises(BackendUnavailable, match="TensorRT 10.9.0.34 is installed but no CUDA GPU is visible .*cudaErrorNoDevice"):
+        trt_build.tensorrt_available()
+
+
+def test_tensorrt_available_returns_module(monkeypatch, gpu):
+    trt = use_trt(monkeypatch)
+    assert trt_build.tensorrt_available() is trt
+
+
+# --- pure helpers ------------------------------------------------------------------------------
+def test_profile_shapes_from_batch_profile():
+    shapes = trt_build.profile_shapes("images", (-1, 3, 8, 8), BatchProfile(1, 4, 16), (8, 8))
+    assert shapes == ((1, 3, 8, 8), (4, 3, 8, 8), (16, 3, 8, 8))
+    # dynamic H, W are filled from the card
+    assert trt_build.profile_shapes("images", (-1, 3, -1, -1), parse_profile("2:8"), (8, 6))[2] == (8, 3, 8, 6)
+
+
+def test_profile_shapes_rejects_what_cannot_fit():
+    with pytest.raises(ExportError, match="fixed batch of 1, so --batch 1:8:32 cannot apply; use --batch 1"):
+        trt_build.profile_shapes("images", (1, 3, 8, 8), BatchProfile(1, 8, 32), (8, 8))
+    assert trt_build.profile_shapes("images", (4, 3, 8, 8), parse_profile("4:4:4"), (8, 8))[0] == (4, 3, 8, 8)
+    with pytest.raises(ExportError, match="is 8x8 in the ONNX but the model card says 16x16"):
+        trt_build.profile_shapes("images", (-1, 3, 8, 8), BatchProfile(1, 1, 2), (16, 16))
+    with pytest.raises(ExportError, match="dynamic dimensions"):
+        trt_build.profile_shapes("mask", (-1, -1), BatchProfile(1, 1, 2), None)
+
+
+def test_inspect_onnx_flavours(tmp_path):
+    fp32 = trt_build.inspect_onnx(make_onnx(tmp_path / "a.onnx"))
+    assert not fp32.fp16 and not fp32.qdq and fp32.inputs == {"images": [-1, 3, 8, 8]} and fp32.card == CARD
+    assert trt_build.inspect_onnx(make_onnx(tmp_path / "b.onnx", kind="fp16")).fp16
+    s8 = trt_build.inspect_onnx(make_onnx(tmp_path / "c.onnx", kind="s8s8"))
+    assert s8.qdq and not s8.unsigned_qdq and not s8.asymmetric_qdq
+    assert trt_build.inspect_onnx(make_onnx(tmp_path / "d.onnx", kind="u8s8")).unsigned_qdq
+    assert trt_build.inspect_onnx(make_onnx(tmp_path / "e.onnx", kind="asym")).asymmetric_qdq
+    with pytest.raises(ExportError, match="no such ONNX file"):
+        trt_build.inspect_onnx(tmp_path / "missing.onnx")
+    (tmp_path / "bad.onnx").write_bytes(b"\x00garbage")
+    with pytest.raises(ExportError, match="not a readable ONNX"):
+        trt_build.inspect_onnx(tmp_path / "bad.onnx")
+
+
+@pytest.mark.parametrize("major, precision, kind, expect", [
+    (10, "fp16", "fp32", trt_build.NetworkPlan(False, ("FP16",))),
+    (10, "fp16", "fp16", trt_build.NetworkPlan(True)),
+    (11, "fp16", "fp16", trt_build.NetworkPlan(True)),
+    (10, "fp32", "fp32", trt_build.NetworkPlan(True, clear_flags=("TF32",))),
+    (11, "fp32", "fp32", trt_build.NetworkPlan(True, clear_flags=("TF32",))),
+    (10, "int8", "s8s8", trt_build.NetworkPlan(True)),
+    (11, "int8", "s8s8", trt_build.NetworkPlan(True)),
+    (11, "fp16", "fp32", "TensorRT 11 builds FP16 engines only from an FP16 ONNX"),
+    (10, "fp32", "fp16", "contains FP16 tensors"),
+    (10, "fp16", "s8s8", "quantized .*--int8"),
+    (11, "int8", "fp32", "no Q/DQ nodes"),
+    (10, "int8", "u8s8", "U8S8 .*S8S8"),
+    (11, "int8", "asym", "non-zero int8 zero points"),
+    (10, "bf16", "fp32", "unknown TensorRT precision"),
+])
+def test_decision_table(tmp_path, major, precision, kind, expect):
+    info = trt_build.inspect_onnx(make_onnx(tmp_path / f"{kind}.onnx", kind=kind))
+    if isinstance(expect, str):
+        with pytest.raises(ExportError, match=expect):
+            trt_build.choose_network(major, precision, info)
+    else:
+        assert trt_build.choose_network(major, precision, info) == expect
+
+
+# --- validation before any TensorRT work -------------------------------------------------------
+def test_argument_errors_come_before_tensorrt(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # would raise BackendUnavailable if reached
+    good = make_onnx(tmp_path / "m.onnx")
+    plan = tmp_path / "der.plan"
+    with pytest.raises(ExportError, match="fixed batch of 1"):
+        trt_build.build_engine(make_onnx(tmp_path / "static.onnx", batch=1), plan, profile="1:8:32")
+    with pytest.raises(ExportError, match="8x8 in the ONNX but the model card says 16x16"):
+        trt_build.build_engine(good, plan, profile="4", card=CARD.replace(input_size=(16, 16)))
+    with pytest.raises(ExportError, match="no der-deploy model card"):
+        trt_build.build_engine(make_onnx(tmp_path / "nocard.onnx", card=None), plan, profile="4")
+    with pytest.raises(ExportError, match="workspace"):
+        trt_build.build_engine(good, plan, profile="4", workspace=0)
+    with pytest.raises(ExportError, match="unknown TensorRT precision"):
+        trt_build.build_engine(good, plan, profile="4", precision="tf32")
+    with pytest.raises(ValueError, match="MIN <= OPT <= MAX"):
+        trt_build.build_engine(good, plan, profile="8:4:2")
+    with pytest.raises(BackendUnavailable, match="pip install der-deploy\\[trt\\]"):
+        trt_build.build_engine(good, plan, profile="4")
+    assert not plan.exists()
+
+
+# --- the build itself, against the fake ----------------------------------------------------------
+def test_trt10_fp16_from_fp32_onnx(tmp_path, monkeypatch, gpu):
+    trt = use_trt(monkeypatch)
+    onnx_path = make_onnx(tmp_path / "model.onnx")
+    plan = trt_build.build_engine(onnx_path, tmp_path / "out" / "der.plan", precision="fp16",
+                                  profile=BatchProfile(1, 4, 16), workspace=2)
+    assert plan == tmp_path / "out" / "der.plan"
+    assert names(trt, "create_network") == [("create_network", 0)]  # weakly typed + FP16 flag
+    assert names(trt, "set_flag") == [("set_flag", "FP16")]
+    assert names(trt, "set_memory_pool_limit") == [("set_memory_pool_limit", "WORKSPACE", 2 << 30)]
+    assert names(trt, "set_shape") == [("set_shape", "images", (1, 3, 8, 8), (4, 3, 8, 8), (16, 3, 8, 8))]
+    order = [c[0] for c in trt.calls]
+    assert order.index("set_shape") < order.index("add_optimization_profile") < order.index("build_serialized_network")
+    assert names(trt, "parse_from_file") == [("parse_from_file", str(onnx_path))]
+    data = plan.read_bytes()
+    assert data == b"PLAN" + bytes(range(256))  # plain plan bytes, nothing prepended
+    sc = read_sidecar(plan)
+    assert (sc.precision, sc.tensorrt_version, sc.gpu_name, sc.compute_capability) == ("fp16", "10.9.0.34", "Fake GPU", "8.9")
+    assert sc.card == CARD and sc.onnx_name == "model.onnx" and sc.onnx_sha256 == sha256_file(onnx_path)
+    assert sc.plan_sha256 == hashlib.sha256(data).hexdigest()
+    assert sc.profiles == [{"input": "images", "min": [1, 3, 8, 8], "opt": [4, 3, 8, 8], "max": [16, 3, 8, 8]}]
+    assert sc.build_seconds >= 0 and sc.built_at.endswith("+00:00") and sc.der_deploy_version
+    assert sorted(p.name for p in plan.parent.iterdir()) == ["der.plan", "der.plan.json"]
+
+
+def test_trt10_fp16_onnx_is_strongly_typed(tmp_path, monkeypatch, gpu):
+    trt = use_trt(monkeypatch)
+    trt_build.build_engine(make_onnx(tmp_path / "m.fp16.onnx", kind="fp16"), tmp_path / "der.plan", profile="2")
+    assert names(trt, "create_network") == [("create_network", 1 << 1)]
+    assert names(trt, "set_flag") == [] and names(trt, "set_memory_pool_limit") == []
+
+
+def test_trt11_never_sets_precision_flags(tmp_path, monkeypatch, gpu):
+    trt = use_trt(monkeypatch, version="11.4.1")
+    trt_build.build_engine(make_onnx(tmp_path / "m.fp16.onnx", kind="fp16"), tmp_path / "der.plan", profile="1:2:4")
+    assert names(trt, "create_network") == [("create_network", 0)]  # always strongly typed; deprecated flag unused
+    assert names(trt, "set_flag") == []
+    with pytest.raises(ExportError, match="pass the FP16 ONNX"):
+        trt_build.build_engine(make_onnx(tmp_path / "m.onnx"), tmp_path / "der2.plan", profile="4")
+    assert not (tmp_path / "der2.plan").exists()
+
+
+def test_fp32_clears_tf32_and_int8_uses_qdq(tmp_path, monkeypatch, gpu):
+    trt = use_trt(monkeypatch)
+    trt_build.build_engine(make_onnx(tmp_path / "m.onnx"), tmp_path / "a.plan", precision="fp32", profile="4")
+    assert names(trt, "clear_flag") == [("clear_flag", "TF32")] and names(trt, "set_flag") == []
+    trt.calls.clear()
+    plan = trt_build.build_engine(make_onnx(tmp_path / "q.onnx", kind="s8s8"), tmp_path / "b.plan", precision="int8", profile="4")
+    assert names(trt, "create_network") == [("create_network", 2)] and names(trt, "set_flag") == []
+    assert read_sidecar(plan).precision == "int8"
+    with pytest.raises(ExportError, match="U8S8"):
+        trt_build.build_engine(make_onnx(tmp_path / "u.onnx", kind="u8s8"), tmp_path / "c.plan", precision="int8", profile="4")
+
+
+def test_parser_errors_are_all_listed(tmp_path, monkeypatch, gpu):
+    use_trt(monkeypatch, parse_errors=2)
+    with pytest.raises(ExportError) as info:
+        trt_build.build_engine(make_onnx(tmp_path / "m.onnx"), tmp_path / "der.plan", profile="4")
+    msg = str(info.value)
+    assert "(2 error(s))" in msg and "\n" not in msg
+    for i in (0, 1):
+        assert f"[{i + 1}] unsupported operator number {i} (node {10 + i}, /backbone/op{i}, op FancyOp, code ErrorCode.UNSUPPORTED_NODE)" in msg
+    assert not (tmp_path / "der.plan").exists()
+
+
+def test_failed_build_quotes_logger_and_writes_nothing(tmp_path, monkeypatch, gpu):
+    use_trt(monkeypatch, build_fails=True)
+    with pytest.raises(ExportError, match="could not build der.plan from m.onnx: Error Code 4: Internal Error"):
+        trt_build.build_engine(make_onnx(tmp_path / "m.onnx"), tmp_path / "der.plan", profile="4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_timing_cache_is_loaded_and_saved(tmp_path, monkeypatch, gpu, capsys):
+    trt = use_trt(monkeypatch)
+    onnx_path, cache = make_onnx(tmp_path / "m.onnx"), tmp_path / "timing.cache"
+    trt_build.build_engine(onnx_path, tmp_path / "a.plan", profile="4", timing_cache=cache)
+    assert names(trt, "create_timing_cache") == [("create_timing_cache", b"")]  # no file yet: fresh cache
+    assert names(trt, "set_timing_cache") == [("set_timing_cache", b"", False)]
+    assert cache.read_bytes() == b"CACHE-OK:7"  # serialized after the build
+    trt.calls.clear()
+    trt_build.build_engine(onnx_path, tmp_path / "b.plan", profile="4", timing_cache=cache)
+    assert names(trt, "create_timing_cache") == [("create_timing_cache", b"CACHE-OK:7")]
+    # a cache from another GPU / TensorRT is rejected by TensorRT: warn, start fresh, overwrite
+    cache.write_bytes(b"STALE")
+    trt.calls.clear()
+    trt_build.build_engine(onnx_path, tmp_path / "c.plan", profile="4", timing_cache=cache)
+    assert [c[1] for c in names(trt, "create_timing_cache")] == [b"STALE", b""]
+    assert "timing cache" in capsys.readouterr().err and cache.read_bytes().startswith(b"CACHE-OK")
+
+
+# --- forbidden legacy APIs ---------------------------------------------------------------------
+@pytest.mark.parametrize("path", ["export/tensorrt.py", "runtime/tensorrt.py"])
+def test_no_legacy_tensorrt_apis(path):
+    text = (ROOT / path).read_text()
+    for banned in ("EXPLICIT_BATCH", "max_workspace_size", "get_binding_", "execute_async_v2", "pycuda",
+                   "binding_is_input", "execute_v2"):
+        assert banned not in text, f"{path} mentions {banned}"
+    # build_engine( may only be our own function, never a method on the builder object
+    assert not re.search(r"\.build_engine\(", text), f"{path} calls builder.build_engine"
+
+
+# --- CLI: der-export --trt without TensorRT ---------------------------------------------------------
+def test_der_export_trt_without_tensorrt_is_one_line(tmp_path):
+    if not (ROOT / "der_deploy" / "cli" / "export.py").is_file():
+        pytest.skip("der_deploy/cli/export.py (der-export) has not landed yet")
+    onnx_path = make_onnx(tmp_path / "x.onnx")
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "tensorrt.py").write_text("raise ImportError('blocked for this test')\n")  # simulate "not installed"
+    env = {"PATH": str(Path(sys.executable).parent), "PYTHONPATH": str(blocker), "DER_NO_PROGRESS": "1", "HOME": str(tmp_path)}
+    out = subprocess.run([str(Path(sys.executable).parent / "der-export"), str(onnx_path), "--trt", "-o", str(tmp_path / "der.plan")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode != 0
+    err = out.stderr.strip()
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == ("error: TensorRT is not installed; install it with `pip install der-deploy[trt]` on a "
+                                    "machine with an NVIDIA GPU"), err
+    assert not (tmp_path / "der.plan").exists()

@@ -1,0 +1,487 @@
+"""TrtRunner control flow with FAKE tensorrt and cuda-python modules (no GPU here), plus a real-GPU parity test.
+
+The fakes are small and honest: "device" memory is real host memory, copies really move bytes, and the
+fake engine really computes its outputs from what was copied in. So these tests check our buffer sizing,
+addresses, copies, chunking, padding and error handling -- not TensorRT.
+"""
+from __future__ import annotations
+
+import ctypes
+import enum
+import hashlib
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from der_deploy.card import ModelCard
+from der_deploy.errors import BackendUnavailable, EngineError
+from der_deploy.runtime import cuda as cuda_helpers
+from der_deploy.runtime.sidecar import Sidecar, write_sidecar
+from der_deploy.runtime.tensorrt import TrtRunner
+
+C, H, W = 3, 4, 4
+TRT_VERSION = "10.9.0.34"
+
+
+# --- fake cuda-python runtime -------------------------------------------------------------------
+class FakeCudart(types.ModuleType):
+    class cudaError_t(enum.Enum):
+        cudaSuccess = 0
+        cudaErrorInvalidValue = 1
+        cudaErrorNoDevice = 100
+
+    class cudaMemcpyKind(enum.Enum):
+        cudaMemcpyHostToDevice = 1
+        cudaMemcpyDeviceToHost = 2
+
+    class Stream:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __int__(self):
+            return self.handle
+
+    def __init__(self, gpus=(("Fake GPU A", 8, 6),)):
+        super().__init__("fake_cudart")
+        self.gpus = list(gpus)
+        self.device: dict[int, ctypes.Array] = {}
+        self.host: dict[int, ctypes.Array] = {}
+        self.streams: set[int] = set()
+        self.copies: list[tuple[str, int]] = []
+        self.syncs = 0
+
+    ok = property(lambda self: self.cudaError_t.cudaSuccess)
+
+    def cudaGetDeviceCount(self):
+        if not self.gpus:
+            return (self.cudaError_t.cudaErrorNoDevice, 0)
+        return (self.ok, len(self.gpus))
+
+    def cudaGetDeviceProperties(self, device):
+        name, major, minor = self.gpus[device]
+        return (self.ok, types.SimpleNamespace(name=name.encode() + b"\x00" * 8, major=major, minor=minor, totalGlobalMem=1 << 34))
+
+    def cudaSetDevice(self, device):
+        return (self.ok,)
+
+    def cudaGetErrorName(self, err):
+        return (self.ok, err.name.encode())
+
+    def _alloc(self, table, nbytes):
+        buf = ctypes.create_string_buffer(nbytes)
+        table[ctypes.addressof(buf)] = buf
+        return (self.ok, ctypes.addressof(buf))
+
+    def cudaMalloc(self, nbytes):
+        return self._alloc(self.device, nbytes)
+
+    def cudaMallocHost(self, nbytes):
+        return self._alloc(self.host, nbytes)
+
+    def cudaFree(self, ptr):
+        return (self.ok,) if self.device.pop(ptr, None) is not None else (self.cudaError_t.cudaErrorInvalidValue,)
+
+    def cudaFreeHost(self, ptr):
+        return (self.ok,) if self.host.pop(ptr, None) is not None else (self.cudaError_t.cudaErrorInvalidValue,)
+
+    def cudaStreamCreate(self):
+        s = self.Stream(4242 + len(self.streams))
+        self.streams.add(s.handle)
+        return (self.ok, s)
+
+    def cudaStreamDestroy(self, stream):
+        self.streams.discard(int(stream))
+        return (self.ok,)
+
+    def cudaStreamSynchronize(self, stream):
+        self.syncs += 1
+        return (self.ok,)
+
+    @staticmethod
+    def _fits(table, ptr, nbytes):
+        return ptr in table and nbytes <= ctypes.sizeof(table[ptr])
+
+    def cudaMemcpyAsync(self, dst, src, nbytes, kind, stream):
+        h2d = kind == self.cudaMemcpyKind.cudaMemcpyHostToDevice
+        dst_t, src_t = (self.device, self.host) if h2d else (self.host, self.device)
+        if not (self._fits(dst_t, dst, nbytes) and self._fits(src_t, src, nbytes)) or int(stream) not in self.streams:
+            return (self.cudaError_t.cudaErrorInvalidValue,)
+        ctypes.memmove(dst, src, nbytes)
+        self.copies.append(("h2d" if h2d else "d2h", nbytes))
+        return (self.ok,)
+
+
+# --- fake tensorrt runtime ---------------------------------------------------------------------
+def fake_tensorrt(version=TRT_VERSION):
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+
+    class ILogger:
+        class Severity(enum.Enum):
+            INTERNAL_ERROR = 0
+            ERROR = 1
+            WARNING = 2
+            INFO = 3
+            VERBOSE = 4
+
+        def __init__(self):
+            pass
+
+    class TensorIOMode(enum.Enum):
+        NONE = 0
+        INPUT = 1
+        OUTPUT = 2
+
+    class DataType(enum.Enum):
+        FLOAT = 0
+        HALF = 1
+        BF16 = 7
+
+    def nptype(dt):
+        table = {DataType.FLOAT: np.float32, DataType.HALF: np.float16}
+        if dt not in table:
+            raise TypeError(f"no numpy type for {dt}")
+        return table[dt]
+
+    class Context:
+        def __init__(self, engine):
+            self.engine, self.shapes, self.addresses = engine, {}, {}
+            self.executed: list[int] = []
+
+        def set_input_shape(self, name, shape):
+            self.engine.calls.append(("set_input_shape", name, tuple(shape)))
+            lo, hi = self.engine.spec["min"], self.engine.spec["max"]
+            if self.engine.spec.get("reject_shapes") or not lo <= shape[0] <= hi or tuple(shape[1:]) != (C, H, W):
+                self.engine.logger.log(ILogger.Severity.ERROR, f"shape {tuple(shape)} outside profile")
+                return False
+            self.shapes[name] = tuple(shape)
+            return True
+
+        def get_tensor_shape(self, name):
+            n = self.shapes.get("images", (-1,))[0]
+            return {"images": self.shapes.get("images", (-1, C, H, W)), "logits": (n, C), "scores": (n, C)}[name]
+
+        def set_tensor_address(self, name, ptr):
+            self.addresses[name] = ptr
+            return True
+
+        def execute_async_v3(self, stream_handle):
+            if not isinstance(stream_handle, int):
+                raise TypeError("stream_handle must be an int")
+            if self.engine.spec.get("fail_execute"):
+                self.engine.logger.log(ILogger.Severity.ERROR, "an illegal memory access was encountered")
+                return False
+            n = self.shapes["images"][0]
+            dt = self.engine.dtypes["images"]
+            x = np.frombuffer((ctypes.c_char * (n * C * H * W * dt.itemsize)).from_address(self.addresses["images"]), dt)
+            x = x.reshape(n, C, H, W).astype(np.float64)
+            outs = reference(x)
+            for name in ("logits", "scores"):
+                odt = self.engine.dtypes[name]
+                raw = (ctypes.c_char * (n * C * odt.itemsize)).from_address(self.addresses[name])
+                np.frombuffer(raw, odt)[:] = outs[name].ravel().astype(odt)
+            self.executed.append(n)
+            return True
+
+    class Engine:
+        def __init__(self, spec, logger):
+            self.spec, self.logger, self.calls = spec, logger, []
+            self.names = ["images", "logits", "scores"]
+            io_dtype = np.float16 if spec.get("fp16_io") else np.float32
+            self.dtypes = {n: np.dtype(io_dtype) for n in self.names}
+            self.contexts: list[Context] = []
+
+        num_io_tensors = property(lambda self: 3)
+
+        def get_tensor_name(self, i):
+            return self.names[i]
+
+        def get_tensor_mode(self, name):
+            return TensorIOMode.INPUT if name == "images" else TensorIOMode.OUTPUT
+
+        def get_tensor_dtype(self, name):
+            return DataType.HALF if self.dtypes[name] == np.float16 else DataType.FLOAT
+
+        def get_tensor_shape(self, name):
+            return (-1, C, H, W) if name == "images" else (-1, C)
+
+        def get_tensor_profile_shape(self, name, index):
+            assert name == "images" and index == 0
+            s = self.spec
+            return [(s["min"], C, H, W), (s["opt"], C, H, W), (s["max"], C, H, W)]
+
+        def create_execution_context(self):
+            ctx = Context(self)
+            self.contexts.append(ctx)
+            return ctx
+
+    class Runtime:
+        instances: list = []
+
+        def __init__(self, logger):
+            self.logger, self.engines = logger, []
+            Runtime.instances.append(self)
+
+        def deserialize_cuda_engine(self, data):
+            if not bytes(data).startswith(b"FAKEPLAN"):
+                self.logger.log(ILogger.Severity.ERROR, "Serialization assertion magicTagRead == kMAGIC_TAG failed")
+                return None
+            engine = Engine(json.loads(bytes(data)[8:]), self.logger)
+            self.engines.append(engine)
+            return engine
+
+    for obj in (ILogger, TensorIOMode, DataType, Runtime):
+        setattr(trt, obj.__name__, obj)
+    trt.nptype = nptype
+    return trt
+
+
+def reference(x: np.ndarray) -> dict[str, np.ndarray]:
+    """What the fake engine computes: per-sample channel means, scaled per class."""
+    logits = x.mean(axis=(2, 3)) * np.arange(1, C + 1)
+    return {"logits": logits, "scores": 1.0 / (1.0 + np.exp(-logits))}
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+@pytest.fixture
+def fakes(monkeypatch):
+    trt, cudart = fake_tensorrt(), FakeCudart()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(cuda_helpers, "_cudart", cudart)
+    return trt, cudart
+
+
+def write_plan(tmp_path, *, lo=1, opt=2, hi=4, trt_version=TRT_VERSION, gpu="Fake GPU A", cc="8.6", **spec):
+    plan = tmp_path / "der.plan"
+    data = b"FAKEPLAN" + json.dumps(dict(min=lo, opt=opt, max=hi, **spec)).encode()
+    plan.write_bytes(data)
+    sidecar = Sidecar(
+        card=ModelCard(classes=["a", "b", "c"], arch="resnet18", input_size=(H, W)), onnx_sha256="0" * 64,
+        tensorrt_version=trt_version, gpu_name=gpu, compute_capability=cc, precision="fp16",
+        profiles=[{"input": "images", "min": [lo, C, H, W], "opt": [opt, C, H, W], "max": [hi, C, H, W]}],
+        build_seconds=1.0, built_at="2026-01-01T00:00:00+00:00", der_deploy_version="0.1.0",
+        plan_sha256=hashlib.sha256(data).hexdigest(), onnx_name="model.fp16.onnx",
+    )
+    write_sidecar(plan, sidecar)
+    return plan
+
+
+def images(n, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, C, H, W)).astype(np.float32)
+
+
+# --- tests -------------------------------------------------------------------------------------
+def test_activate_without_tensorrt_is_backend_unavailable(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
+    runner = TrtRunner(write_plan(tmp_path))
+    with pytest.raises(BackendUnavailable) as info:
+        runner.activate()
+    assert "pip install der-deploy[trt]" in str(info.value) and "NVIDIA GPU" in str(info.value)
+    assert not runner.is_active
+
+
+def test_activate_without_gpu_is_backend_unavailable(tmp_path, fakes):
+    fakes[1].gpus = []
+    with pytest.raises(BackendUnavailable, match="no CUDA GPU is visible.*cudaErrorNoDevice"):
+        TrtRunner(write_plan(tmp_path)).activate()
+
+
+def test_batch_of_ten_runs_as_4_4_2_and_matches_reference(tmp_path, fakes):
+    trt, cudart = fakes
+    x = images(10)
+    with TrtRunner(write_plan(tmp_path, lo=1, opt=2, hi=4)) as runner:
+        assert runner.max_batch == 4 and runner.min_batch == 1
+        out = runner.infer({"images": x})
+        engine = trt.Runtime.instances[-1].engines[-1]
+        ctx = engine.contexts[-1]
+        assert ctx.executed == [4, 4, 2]
+        shapes = [c[2][0] for c in engine.calls if c[0] == "set_input_shape"]
+        assert shapes == [4, 4, 4, 2]  # sizing at activation, then one per chunk
+        assert set(ctx.addresses) == {"images", "logits", "scores"}
+        assert len(set(ctx.addresses.values())) == 3 and all(a in cudart.device for a in ctx.addresses.values())
+        # every byte in and out went through the pinned buffers: 3 inputs + 6 outputs copies
+        assert [k for k, _ in cudart.copies].count("h2d") == 3 and [k for k, _ in cudart.copies].count("d2h") == 6
+        assert ("h2d", 2 * C * H * W * 4) in cudart.copies  # the last chunk copies only 2 images
+        assert len(cudart.device) == 3 and len(cudart.host) == 3
+        meta = runner.get_input_metadata()
+        assert meta[0].name == "images" and meta[0].shape == (None, C, H, W) and meta[0].dtype == np.float32
+    ref = reference(x.astype(np.float64))
+    for name in ("logits", "scores"):
+        assert out[name].shape == (10, C) and out[name].dtype == np.float32
+        np.testing.assert_allclose(out[name], ref[name], rtol=1e-5, atol=1e-6)
+    # deactivate freed everything, and a second deactivate is harmless
+    assert cudart.device == {} and cudart.host == {} and cudart.streams == set()
+    runner.deactivate()
+    with pytest.raises(EngineError, match="not active"):
+        runner.infer({"images": x})
+
+
+def test_outputs_do_not_alias_the_pinned_buffers(tmp_path, fakes):
+    with TrtRunner(write_plan(tmp_path)) as runner:
+        first = runner.infer({"images": images(2, seed=1)})["logits"]
+        kept = first.copy()
+        runner.infer({"images": images(2, seed=2)})
+        np.testing.assert_array_equal(first, kept)
+
+
+def test_small_batch_is_padded_to_profile_min_and_trimmed(tmp_path, fakes):
+    trt, _ = fakes
+    x = images(2)
+    with TrtRunner(write_plan(tmp_path, lo=3, opt=3, hi=4)) as runner:
+        assert runner.profile_min_batch == 3 and runner.min_batch == 1
+        out = runner.infer({"images": x})
+        assert trt.Runtime.instances[-1].engines[-1].contexts[-1].executed == [3]
+    assert out["scores"].shape == (2, C)
+    np.testing.assert_allclose(out["scores"], reference(x.astype(np.float64))["scores"], rtol=1e-5)
+
+
+def test_rejected_input_shape_is_an_engine_error(tmp_path, fakes):
+    trt, cudart = fakes
+    with TrtRunner(write_plan(tmp_path)) as runner:
+        trt.Runtime.instances[-1].engines[-1].spec["reject_shapes"] = True
+        with pytest.raises(EngineError, match="rejected input shape .*outside profile"):
+            runner.infer({"images": images(2)})
+    assert cudart.device == {}
+
+
+def test_failed_execute_is_an_engine_error(tmp_path, fakes):
+    with TrtRunner(write_plan(tmp_path, fail_execute=True)) as runner:
+        with pytest.raises(EngineError, match="inference failed.*illegal memory access"):
+            runner.infer({"images": images(1)})
+
+
+def test_feed_validation(tmp_path, fakes):
+    with TrtRunner(write_plan(tmp_path)) as runner:
+        with pytest.raises(EngineError, match="expects \\['images'\\]"):
+            runner.infer({"x": images(1)})
+        with pytest.raises(EngineError, match="shape \\(1, 3, 5, 5\\)"):
+            runner.infer({"images": np.zeros((1, C, 5, 5), np.float32)})
+        with pytest.raises(EngineError, match="dtype int64"):
+            runner.infer({"images": np.zeros((1, C, H, W), np.int64)})
+        with pytest.raises(EngineError, match="empty batch"):
+            runner.infer({"images": np.zeros((0, C, H, W), np.float32)})
+        x64 = images(1).astype(np.float64)  # float64 -> float32 is a same-kind cast
+        np.testing.assert_allclose(runner.infer({"images": x64})["logits"], reference(x64)["logits"], rtol=1e-5)
+
+
+def test_fp16_io_engine_takes_float32_images(tmp_path, fakes):
+    x = images(3)
+    with TrtRunner(write_plan(tmp_path, fp16_io=True)) as runner:
+        out = runner.infer({"images": x})
+    assert out["logits"].dtype == np.float16
+    np.testing.assert_allclose(out["logits"], reference(x.astype(np.float16).astype(np.float64))["logits"], atol=2e-2)
+
+
+def test_tensorrt_version_mismatch_refused_before_deserialize(tmp_path, fakes):
+    trt, cudart = fakes
+    trt.Runtime.instances.clear()
+    with pytest.raises(EngineError) as info:
+        TrtRunner(write_plan(tmp_path, trt_version="10.8.0.43")).activate()
+    msg = str(info.value)
+    assert "built with TensorRT 10.8.0.43 on Fake GPU A (sm_86)" in msg and f"TensorRT {TRT_VERSION}" in msg
+    assert "der-export model.fp16.onnx --trt" in msg
+    assert trt.Runtime.instances == [] and cudart.device == {}
+
+
+def test_compute_capability_mismatch_refused(tmp_path, fakes):
+    fakes[1].gpus = [("Fake GPU H", 9, 0)]
+    with pytest.raises(EngineError, match="sm_86.*Fake GPU H \\(sm_90\\)"):
+        TrtRunner(write_plan(tmp_path)).activate()
+
+
+def test_same_cc_other_gpu_model_warns_and_runs(tmp_path, fakes):
+    fakes[1].gpus = [("Fake GPU B", 8, 6)]
+    with TrtRunner(write_plan(tmp_path)) as runner:
+        assert len(runner.warnings) == 1 and "Fake GPU B" in runner.warnings[0]
+        runner.infer({"images": images(1)})
+
+
+def test_missing_sidecar_and_replaced_plan(tmp_path, fakes):
+    plan = write_plan(tmp_path)
+    plan.write_bytes(plan.read_bytes() + b" ")  # plan changed after the sidecar was written
+    with pytest.raises(EngineError, match="does not match its sidecar"):
+        TrtRunner(plan).activate()
+    (tmp_path / "der.plan.json").unlink()
+    with pytest.raises(EngineError, match="der.plan.json: missing"):
+        TrtRunner(plan).activate()
+    with pytest.raises(EngineError, match="no such TensorRT plan"):
+        TrtRunner(tmp_path / "nope.plan").activate()
+
+
+def test_undeserializable_plan_quotes_tensorrt(tmp_path, fakes):
+    plan = write_plan(tmp_path)
+    data = b"garbage"
+    plan.write_bytes(data)
+    sc = json.loads((tmp_path / "der.plan.json").read_text())
+    sc["plan_sha256"] = hashlib.sha256(data).hexdigest()
+    (tmp_path / "der.plan.json").write_text(json.dumps(sc))
+    with pytest.raises(EngineError, match="cannot deserialize.*magicTagRead"):
+        TrtRunner(plan).activate()
+    assert fakes[1].device == {} and fakes[1].streams == set()
+
+
+def test_open_runner_and_read_card_use_the_sidecar(tmp_path, fakes):
+    from der_deploy.runtime.artifacts import open_runner, read_card
+
+    plan = write_plan(tmp_path)
+    assert read_card(plan).classes == ["a", "b", "c"]
+    runner = open_runner(plan)
+    assert isinstance(runner, TrtRunner) and not runner.is_active
+
+
+# --- real TensorRT (skipped without tensorrt + a CUDA GPU) ---------------------------------------
+def _real_trt_ready() -> str | None:
+    try:
+        import tensorrt  # noqa: F401
+    except Exception as err:
+        return f"tensorrt not importable ({type(err).__name__})"
+    try:
+        if cuda_helpers.gpu_count() == 0:
+            return "no CUDA GPU visible"
+    except Exception as err:
+        return f"cuda-python unusable ({err})"
+    return None
+
+
+_SKIP = _real_trt_ready()
+
+
+@pytest.mark.tensorrt
+@pytest.mark.slow
+@pytest.mark.skipif(_SKIP is not None, reason=f"needs tensorrt + an NVIDIA GPU: {_SKIP}")
+def test_real_fp16_plan_matches_pytorch(tiny_onnx, trained_ckpt, tmp_path):
+    from der_deploy.compare import compare_outputs
+    from der_deploy.export.precision import convert_fp16
+    from der_deploy.export.tensorrt import build_engine
+    from der_deploy.export.verify import TOLERANCES, generated_inputs, reference_outputs
+    from der_deploy.runtime.sidecar import read_sidecar
+
+    fp16 = convert_fp16(tiny_onnx, tmp_path / "tiny.fp16.onnx")
+    plan = build_engine(fp16, tmp_path / "der.plan", precision="fp16", profile="1:4:8", workspace=1.0,
+                        timing_cache=tmp_path / "timing.cache")
+    sc = read_sidecar(plan)
+    assert sc.precision == "fp16" and sc.profile_for("images")["max"][0] == 8
+    x = generated_inputs(sc.card, count=11)  # 11 > max 8: exercises chunking on the GPU
+    ref = reference_outputs(trained_ckpt, x, cadm=True)
+    with TrtRunner(plan) as runner:
+        out = runner.infer({"images": x})
+    out = {k: np.asarray(v, np.float32) for k, v in out.items()}
+    result = compare_outputs(ref, out, **TOLERANCES["fp16"], title="TensorRT FP16 vs PyTorch")
+    assert result.passed, result.summary()
+
+
+def test_one_capturing_logger_per_process(fakes):
+    from der_deploy.runtime.tensorrt import make_logger
+
+    trt = fakes[0]
+    first = make_logger(trt)
+    first.log(trt.ILogger.Severity.ERROR, "boom\nline two")
+    first.log(trt.ILogger.Severity.WARNING, "careful")
+    first.log(trt.ILogger.Severity.INFO, "chatter")
+    assert first.errors == ["boom\nline two"] and first.warnings == ["careful"]
+    assert first.summary() == "boom line two"
+    again = make_logger(trt)  # TensorRT keeps the first logger it sees: reuse it, cleared
+    assert again is first and again.errors == [] and again.summary() == "TensorRT reported no error"
