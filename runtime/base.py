@@ -73,6 +73,11 @@ class BaseRunner:
         """Largest batch the engine accepts (profile max), or None when unbounded."""
         return None
 
+    @property
+    def min_batch(self) -> int:
+        """Smallest batch the engine accepts (1 unless the batch dimension is fixed); callers pad up to it."""
+        return 1
+
     # --- hooks --------------------------------------------------------------------------------
     def activate_impl(self) -> None:
         raise NotImplementedError

@@ -1,0 +1,149 @@
+"""Engine files -> model card and runner: ``.onnx`` (ONNX Runtime) or ``.plan``/``.engine`` (TensorRT + sidecar)."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Iterable
+
+from der_deploy.card import ONNX_METADATA_KEY, ModelCard
+from der_deploy.errors import BackendUnavailable, CardError, EngineError
+
+from .base import BaseRunner
+
+ONNX_SUFFIXES = (".onnx",)
+TRT_SUFFIXES = (".plan", ".engine")
+BACKENDS = ("auto", "ort", "trt")
+
+# ModelProto field numbers (onnx.proto3): ir_version=1, graph=7, metadata_props=14 (key=1, value=2).
+_IR_VERSION, _GRAPH, _METADATA = 1, 7, 14
+
+
+def engine_kind(engine_path: str | Path) -> str:
+    """Engine type from the suffix ("onnx" or "tensorrt"); EngineError for anything else or a missing file."""
+    path = Path(engine_path)
+    suffix = path.suffix.lower()
+    if suffix in ONNX_SUFFIXES:
+        kind = "onnx"
+    elif suffix in TRT_SUFFIXES:
+        kind = "tensorrt"
+    else:
+        raise EngineError(
+            f"{path}: unknown engine type {suffix or '(no suffix)'!r}; give an .onnx file or a TensorRT "
+            ".plan/.engine built by der-export"
+        )
+    if not path.is_file():
+        what = "folder, not an engine file" if path.is_dir() else "no such file"
+        raise EngineError(f"{path}: {what}; check the path or export the model with der-export")
+    return kind
+
+
+# --- cheap ONNX metadata: walk the top-level protobuf fields and seek over the graph ----------------
+def _varint(f: io.BufferedReader) -> int:
+    shift = result = 0
+    while True:
+        b = f.read(1)
+        if not b:
+            raise EOFError
+        result |= (b[0] & 0x7F) << shift
+        if not b[0] & 0x80:
+            return result
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _entry(data: bytes) -> tuple[str, str]:
+    f = io.BytesIO(data)
+    kv = {1: "", 2: ""}
+    while f.tell() < len(data):
+        tag = _varint(f)
+        if tag & 7 != 2:
+            raise ValueError("bad metadata entry")
+        raw = f.read(_varint(f))
+        kv[tag >> 3] = raw.decode("utf-8")
+    return kv[1], kv[2]
+
+
+def onnx_metadata(path: str | Path) -> dict[str, str]:
+    """``metadata_props`` of an ONNX file without parsing (or reading) its graph and weights."""
+    path = Path(path)
+    size = path.stat().st_size
+    props: dict[str, str] = {}
+    seen: set[int] = set()
+    try:
+        with open(path, "rb") as f:
+            while f.tell() < size:
+                tag = _varint(f)
+                field, wire = tag >> 3, tag & 7
+                if field == 0:
+                    raise ValueError("field number 0")
+                seen.add(field)
+                if wire == 0:
+                    _varint(f)
+                elif wire == 1 or wire == 5:
+                    f.seek(8 if wire == 1 else 4, io.SEEK_CUR)
+                elif wire == 2:
+                    length = _varint(f)
+                    if f.tell() + length > size:
+                        raise ValueError("length past end of file")
+                    if field == _METADATA:
+                        key, value = _entry(f.read(length))
+                        props[key] = value
+                    else:
+                        f.seek(length, io.SEEK_CUR)
+                else:
+                    raise ValueError(f"wire type {wire}")
+    except (EOFError, ValueError, UnicodeDecodeError):
+        raise EngineError(f"{path}: not a valid ONNX model (corrupt or truncated); re-export it with der-export") from None
+    except OSError as err:
+        raise EngineError(f"{path}: cannot read ({err.strerror or err})") from None
+    if _IR_VERSION not in seen or _GRAPH not in seen:
+        raise EngineError(f"{path}: not a valid ONNX model (no graph); re-export it with der-export")
+    return props
+
+
+def read_card(engine_path: str | Path) -> ModelCard:
+    """The model card stored with an engine: ONNX ``metadata_props`` or the TensorRT ``<plan>.json`` sidecar."""
+    path = Path(engine_path)
+    if engine_kind(path) == "tensorrt":
+        try:
+            from .sidecar import read_sidecar
+        except ImportError as err:
+            raise BackendUnavailable(f"TensorRT support is not available in this install ({err})") from None
+        return read_sidecar(path).card
+    text = onnx_metadata(path).get(ONNX_METADATA_KEY)
+    if text is None:
+        raise EngineError(f"{path} has no der-deploy model card; export it with der-export")
+    try:
+        return ModelCard.from_json(text)
+    except CardError as err:
+        raise EngineError(f"{path}: bad model card ({err}); re-export it with der-export") from None
+
+
+def open_runner(engine_path: str | Path, *, backend: str = "auto", providers: str | Iterable[str] | None = None,
+                intra_op_threads: int | None = None) -> BaseRunner:
+    """An inactive runner for ``engine_path``; ``backend`` "auto" picks by suffix, "ort"/"trt" insist."""
+    if backend not in BACKENDS:
+        raise EngineError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    path = Path(engine_path)
+    kind = engine_kind(path)
+    if kind == "onnx":
+        if backend == "trt":
+            raise EngineError(
+                f"{path} is an ONNX model, not a TensorRT engine; build a .plan with der-export, or run it on "
+                "ONNX Runtime's TensorRT provider with --backend ort --providers tensorrt"
+            )
+        from .onnxrt import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(path, providers, intra_op_threads=intra_op_threads)
+    if backend == "ort":
+        raise EngineError(f"{path} is a TensorRT engine; use --backend trt (or auto), or pass the .onnx file to ONNX Runtime")
+    if providers is not None:
+        raise EngineError(f"{path}: --providers applies to ONNX Runtime only; a TensorRT engine always runs on its GPU")
+    try:
+        from .tensorrt import TrtRunner
+    except ImportError as err:
+        raise BackendUnavailable(
+            f"TensorRT runner not available ({err}); install der-deploy[trt] on a machine with an NVIDIA GPU"
+        ) from None
+    return TrtRunner(path)
