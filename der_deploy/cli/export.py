@@ -1,0 +1,197 @@
+"""der-export: checkpoint -> verified ONNX (FP32, optional FP16 / INT8) and, with --trt, a TensorRT engine.
+
+Every file written is verified against the training model (or, for an .onnx MODEL, against the FP32 ONNX
+in ONNX Runtime) and only renamed into place when it passes. There is deliberately no --no-verify.
+Output names follow -o: der.onnx -> der.fp16.onnx, der.int8.onnx (U8S8, ORT CPU), der.int8-s8s8.onnx
+(TensorRT), der.plan (+ der.plan.json), der.calib.json (calibration ranges, shared by both INT8 schemes).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from ._common import handle_errors
+
+
+@dataclass
+class Row:
+    path: Path
+    precision: str
+    seconds: float
+    result: object = None  # CompareResult
+
+
+def variant_paths(base: Path) -> dict[str, Path]:
+    stem = base.name[:-5] if base.name.endswith(".onnx") else base.name
+    p = base.with_name
+    return {"fp32": base, "fp16": p(stem + ".fp16.onnx"), "int8": p(stem + ".int8.onnx"),
+            "s8s8": p(stem + ".int8-s8s8.onnx"), "plan": p(stem + ".plan"), "calib": p(stem + ".calib.json")}
+
+
+def _profile(ctx, param, value):
+    from der_deploy.export.profile import parse_profile
+
+    try:
+        return parse_profile(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+def _load_tensorrt():
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec("der_deploy.export.tensorrt") is None:
+        from der_deploy.errors import BackendUnavailable
+
+        raise BackendUnavailable("TensorRT support is not available in this der-deploy (no der_deploy.export.tensorrt); "
+                                 "export ONNX without --trt")
+    trt_export = importlib.import_module("der_deploy.export.tensorrt")
+    trt_export.tensorrt_available()
+    return trt_export
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="FP32 ONNX path; variants are named after it [default: der.onnx, or MODEL for an .onnx MODEL].")
+@click.option("--fp16", is_flag=True, help="Also write a mixed-precision FP16 ONNX (float32 I/O, FP32 head).")
+@click.option("--int8", is_flag=True, help="Also write a static INT8 Q/DQ ONNX for ONNX Runtime CPU (U8S8); needs --calib.")
+@click.option("--calib", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of real images (like the training data) for INT8 calibration.")
+@click.option("--calib-max", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Use at most this many calibration images (spread over the folder).")
+@click.option("--cadm", is_flag=True, help="Add the 'cadm' output (N x C x h x w class activation maps, for heat maps).")
+@click.option("--batch", "profile", default="1:32", show_default=True, callback=_profile,
+              help="Batch range MIN:MAX or MIN:OPT:MAX (the TensorRT profile; ONNX batch is always dynamic).")
+@click.option("--opset", type=click.IntRange(min=18), default=None, help="ONNX opset [default: the exporter's].")
+@click.option("--samples", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of images to verify on [default: --calib images, else generated inputs].")
+@click.option("--trt", is_flag=True, help="Also build a TensorRT engine (FP16, or INT8 from the S8S8 file with --int8).")
+@click.option("--workspace", type=click.FloatRange(min=0, min_open=True), default=None, help="TensorRT workspace in GB.")
+@click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="TensorRT timing cache file (read if present, updated after the build).")
+@handle_errors
+def main(model, output, fp16, int8, calib, calib_max, cadm, profile, opset, samples, trt, workspace, timing_cache):
+    """Export a DER checkpoint (MODEL, from der-train) to verified ONNX; MODEL may be an .onnx with --fp16/--int8/--trt."""
+    if int8 and calib is None:
+        raise click.UsageError("--int8 needs --calib DIR (a folder of real images for calibration)")
+    if calib is not None and not int8:
+        raise click.UsageError("--calib is only used with --int8")
+    if not trt and (workspace is not None or timing_cache is not None):
+        raise click.UsageError("--workspace and --timing-cache are TensorRT options; add --trt")
+    from_onnx = model.suffix.lower() == ".onnx"
+    if from_onnx and not (fp16 or int8 or trt):
+        raise click.UsageError(f"{model} is already ONNX; add --fp16, --int8 or --trt to make a variant of it")
+    if from_onnx and (cadm or opset is not None):
+        raise click.UsageError("--cadm and --opset apply to a checkpoint export, not to an existing .onnx")
+
+    from der_deploy.fileio import check_writable
+
+    trt_export = _load_tensorrt() if trt else None  # fail before minutes of work
+    base = output if output is not None else (model if from_onnx else Path("der.onnx"))
+    names = variant_paths(base)
+    want_fp16 = fp16 or (trt and not int8)
+    wanted = ([] if from_onnx else ["fp32"]) + (["fp16"] if want_fp16 else []) + (["int8", "calib"] if int8 else [])
+    wanted += (["s8s8"] if int8 and trt else []) + (["plan"] if trt else [])
+    for key in wanted:
+        check_writable(names[key])
+    if timing_cache is not None:
+        check_writable(timing_cache)
+    if int8:  # an empty or missing calibration folder must fail before anything is written
+        from der_deploy.export.calibration import calibration_images
+
+        calibration_images(calib, calib_max)
+    if not model.is_file():
+        from der_deploy.errors import CheckpointError
+
+        raise CheckpointError(f"{model}: no such file; pass a checkpoint written by der-train (or an .onnx)")
+    rows = _export(model, from_onnx, names, fp16=want_fp16, int8=int8, s8s8=int8 and trt, calib=calib,
+                   calib_max=calib_max, cadm=cadm, profile=profile, opset=opset, samples=samples)
+    if trt_export is not None:
+        src = names["s8s8"] if int8 else names["fp16"]
+        t0 = time.perf_counter()
+        plan = trt_export.build_engine(src, names["plan"], precision="int8" if int8 else "fp16", profile=profile,
+                                       workspace=workspace, timing_cache=timing_cache)
+        rows.append(Row(Path(plan), f"TensorRT {'int8' if int8 else 'fp16'} {profile}", time.perf_counter() - t0))
+    _summary(rows)
+
+
+def _export(model, from_onnx, names, *, fp16, int8, s8s8, calib, calib_max, cadm, profile, opset, samples) -> list[Row]:
+    from der_deploy.export.verify import image_inputs, reference_outputs, run_onnx, sample_inputs, verify_onnx
+
+    rows: list[Row] = []
+    real = samples if samples is not None else calib
+    if from_onnx:
+        from der_deploy.export.onnx_export import read_onnx_card
+
+        src = model
+        card = read_onnx_card(src)
+        images, source = sample_inputs(card, real)
+        ref = run_onnx(src, images)  # no training model here: the FP32 ONNX is the reference
+        ref_name = f"FP32 {src.name}"
+    else:
+        from der_deploy.export.onnx_export import export_onnx_report
+        from der_deploy.train.checkpoint import load_checkpoint
+
+        t0 = time.perf_counter()
+        net, card = load_checkpoint(model)
+        report = export_onnx_report((net, card), names["fp32"], opset=opset, batch=profile, cadm=cadm, samples=real)
+        rows.append(Row(names["fp32"], "fp32", time.perf_counter() - t0, report.verification))
+        src = names["fp32"]
+        images, source = sample_inputs(card, real)
+        ref = reference_outputs(net, images, cadm=cadm)
+        ref_name = "PyTorch"
+
+    def checked(precision: str, path: Path, tol: str):
+        row = Row(path, precision, 0.0)
+
+        def verify(tmp: Path) -> None:
+            row.result = verify_onnx(tmp, ref, images, tol, title=f"verify {path.name} ({precision}, {source})")
+            row.result.raise_if_failed(f"{path}: {precision} ONNX vs {ref_name}")
+
+        return row, verify
+
+    if fp16:
+        from der_deploy.export.precision import convert_fp16
+
+        row, verify = checked("fp16", names["fp16"], "fp16")
+        t0 = time.perf_counter()
+        convert_fp16(src, names["fp16"], verify=verify)
+        row.seconds = time.perf_counter() - t0
+        rows.append(row)
+    for scheme, key, wanted in (("u8s8", "int8", int8), ("s8s8", "s8s8", s8s8)):
+        if not wanted:
+            continue
+        from der_deploy.export.quantize import quantize_int8
+
+        row, verify = checked(f"int8 {scheme}", names[key], "int8")
+        t0 = time.perf_counter()
+        quantize_int8(src, names[key], calib, scheme=scheme, calib_max=calib_max, cache=names["calib"], verify=verify)
+        row.seconds = time.perf_counter() - t0
+        rows.append(row)
+    return rows
+
+
+def _summary(rows: list[Row]) -> None:
+    from der_deploy.fileio import human_size
+    from der_deploy.progress import out_console, table
+
+    out = []
+    for r in rows:
+        res = r.result
+        if res is not None and res.outputs:
+            lo = next((o for o in res.outputs if o.name == "logits"), res.outputs[0])
+            err = (f"{lo.max_abs:.2g}", f"{lo.mean_abs:.2g}", "pass" if res.passed else "FAIL")
+        else:
+            err = ("-", "-", "-")
+        size = human_size(r.path.stat().st_size) if r.path.exists() else "-"
+        out.append((r.path.name, r.precision, size, f"{r.seconds:.1f} s", *err))
+    folders = sorted({str(r.path.parent) for r in rows})
+    t = table(f"der-export -> {', '.join(folders)}", ("file", "precision", "size", "time", "logits max err", "logits mean err", "verified"), out)
+    t.columns[0].no_wrap = True  # file names are what users copy; never cut them
+    t.columns[0].min_width = max(len(r[0]) for r in out)
+    out_console.print(t)
