@@ -83,3 +83,47 @@ class DER(nn.Module):
 
     def forward(self, x: torch.Tensor) -> DEROutput:
         return self.forward_head(self.forward_features(x))
+
+
+# torchvision ResNet attribute -> index in DER.backbone (an nn.Sequential of the same modules).
+_TRUNK_INDEX = {"conv1": 0, "bn1": 1, "layer1": 4, "layer2": 5, "layer3": 6, "layer4": 7}
+
+
+def load_backbone_weights(model: DER, path) -> None:
+    """Load a local torchvision ResNet state dict (e.g. ImageNet weights saved offline) into the trunk.
+
+    ``fc.*`` keys (ImageNet's 1000-way classifier) are ignored; everything else must match exactly.
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: backbone weights file not found; pass a torchvision {model.arch} state dict")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # foreign or corrupt files raise many kinds
+        reason = (str(err).splitlines() or [type(err).__name__])[0][:160]
+        raise CheckpointError(f"{path}: cannot read backbone weights ({reason}); pass a torchvision {model.arch} state dict") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise CheckpointError(f"{path}: not a state dict of tensors; pass a torchvision {model.arch} state dict (model.state_dict())")
+    mapped, unexpected = {}, []
+    for key, value in state.items():
+        key = key.removeprefix("module.")
+        head, _, rest = key.partition(".")
+        if head == "fc":
+            continue
+        if head in _TRUNK_INDEX and rest:
+            mapped[f"{_TRUNK_INDEX[head]}.{rest}"] = value
+        else:
+            unexpected.append(key)
+    expected = model.backbone.state_dict()
+    missing = [k for k in expected if k not in mapped]
+    wrong = [k for k, v in mapped.items() if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+    unexpected += [k for k in mapped if k not in expected]
+    if missing or unexpected or wrong:
+        detail = "; ".join(
+            f"{what} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+            for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)) if keys
+        )
+        raise CheckpointError(f"{path}: not a torchvision {model.arch} state dict ({detail}); pass weights of the same --arch")
+    model.backbone.load_state_dict(mapped)

@@ -1,0 +1,80 @@
+"""der-train: train DER (paper §IV-B recipe) on a dataset; runs under torchrun for DDP."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ._common import handle_errors, parse_size
+
+FORMAT_CHOICES = ("voc", "coco", "nuswide", "csv")
+
+
+def _size(ctx, param, value):
+    return parse_size(value) if isinstance(value, str) else value
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="Best checkpoint (by joint val mAP); the last epoch goes to <stem>.last.pt beside it.")
+@click.option("--train-split", default="trainval", show_default=True)
+@click.option("--val-split", default="test", show_default=True, help="Split evaluated after every epoch.")
+@click.option("--format", "data_format", type=click.Choice(FORMAT_CHOICES), default=None,
+              help="Dataset format (detected from DATA by default).")
+@click.option("--arch", default="resnet101", show_default=True,
+              type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]))
+@click.option("--input-size", default="448", show_default=True, callback=_size, help="N or HxW.")
+@click.option("--epochs", default=60, show_default=True, type=click.IntRange(1, None))
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1, None),
+              help="Per process (under torchrun the global batch is N times this).")
+@click.option("--lr", default=0.01, show_default=True, type=click.FloatRange(0, None, min_open=True))
+@click.option("--momentum", default=0.9, show_default=True, type=click.FloatRange(0, None))
+@click.option("--weight-decay", default=1e-4, show_default=True, type=click.FloatRange(0, None))
+@click.option("--lr-step", default=20, show_default=True, type=click.IntRange(1, None),
+              help="Multiply the learning rate by --lr-gamma every this many epochs.")
+@click.option("--lr-gamma", default=0.1, show_default=True, type=click.FloatRange(0, None, min_open=True))
+@click.option("--alpha", default=0.5, show_default=True, type=click.FloatRange(0, None),
+              help="Weight of the label-correlation embedding loss (Eq. 7, 16).")
+@click.option("--beta", default=0.05, show_default=True, type=click.FloatRange(0, None),
+              help="Weight of the label-ranking loss (Eq. 10, 16).")
+@click.option("--head", default="der", show_default=True, type=click.Choice(["der", "baseline"]),
+              help="baseline = GMP + FC only (Table IV, first row).")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(0, None),
+              help="Image-decoding worker processes per training process (0 = in process).")
+@click.option("--pretrained", is_flag=True, help="ImageNet weights via torchvision (downloads once).")
+@click.option("--backbone-weights", type=click.Path(path_type=Path), default=None,
+              help="Local torchvision ResNet state dict for the backbone (offline --pretrained).")
+@click.option("--resume", type=click.Path(path_type=Path), default=None,
+              help="Continue from a checkpoint (e.g. model.last.pt) exactly where it stopped.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@handle_errors
+def main(data: Path, output: Path, train_split: str, val_split: str, data_format: str | None, arch: str,
+         input_size: tuple[int, int], epochs: int, batch_size: int, lr: float, momentum: float, weight_decay: float,
+         lr_step: int, lr_gamma: float, alpha: float, beta: float, head: str, workers: int, pretrained: bool,
+         backbone_weights: Path | None, resume: Path | None, seed: int) -> None:
+    """Train DER on DATA (VOC/COCO/NUS-WIDE folder or CSV) and write the best checkpoint to -o."""
+    from ..progress import out_console, table
+    from ..train.engine import TrainConfig, train
+
+    cfg = TrainConfig(data=data, output=output, train_split=train_split, val_split=val_split, arch=arch,
+                      input_size=input_size, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+                      weight_decay=weight_decay, lr_step=lr_step, lr_gamma=lr_gamma, alpha=alpha, beta=beta,
+                      head=head, workers=workers, resume=resume, pretrained=pretrained,
+                      backbone_weights=backbone_weights, seed=seed, data_format=data_format)
+    result = train(cfg)
+    import os
+
+    if os.environ.get("RANK", "0") != "0":
+        return
+    best = max(result.history, key=lambda r: r["map"]["joint"])
+    rows = [(stream, f"{100 * best['map'][stream]:.2f}", f"{100 * max(r['map'][stream] for r in result.history):.2f}",
+             f"{100 * result.history[-1]['map'][stream]:.2f}") for stream in best["map"]]
+    out_console.print(table(f"val mAP (%) on {val_split!r}, {head} head; best epoch {best['epoch']}",
+                            ["stream", "best epoch", "max over epochs", "last epoch"], rows))
+    out_console.print(f"best: {result.best_path}  (joint mAP {100 * result.best_map:.2f})")
+    out_console.print(f"last: {result.last_path}  (joint mAP {100 * result.last_map:.2f})")
+
+
+if __name__ == "__main__":
+    main()
