@@ -12,7 +12,8 @@ from rich.table import Table
 T = TypeVar("T")
 
 err_console = Console(stderr=True, highlight=False)
-out_console = Console(highlight=False, soft_wrap=True)
+# Piped output (files, CI logs) is not squeezed into 80 columns: tables keep their natural width.
+out_console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
 def progress_enabled() -> bool:

@@ -1,7 +1,8 @@
 """Synthetic multi-label scenes written as a real Pascal VOC folder (feeds the demo and the tests).
 
-Each class is a shape or texture (circle, square, triangle, ring, ...). Colour is random per object, so a
-model must learn shape. Scenes have gradient + blotch backgrounds, distractor strokes and elongated
+Each class is a shape or texture (circle, square, triangle, ring, ...). Most objects (``COLOUR_CUE_P``) are
+painted near their class's hue, the rest in a random colour, so colour is a partial cue and shape decides
+the rest: a small CNN trained from scratch learns it in minutes, and it stays well short of 100 % mAP. Scenes have gradient + blotch backgrounds, distractor strokes and elongated
 ellipses, pixel noise, 1-4 objects at random scale/position/rotation with partial occlusion, and small
 objects marked ``difficult`` (-> -1 targets). Planted co-occurrence: for pairs (0, 1), (2, 3), (4, 5)
 the second class joins the first with probability ``PAIR_P``. ``synth.json`` records the recipe and stats.
@@ -13,6 +14,7 @@ Same arguments -> byte-identical files (per-image RNG streams seeded by (seed, i
 """
 from __future__ import annotations
 
+import colorsys
 import io
 import json
 import os
@@ -36,6 +38,8 @@ DIFFICULT_P = 0.1     # chance that an object is small and marked difficult
 MAX_OBJECTS = 4
 SS = 2                # supersampling factor for anti-aliased masks
 JPEG_QUALITY = 90
+COLOUR_CUE_P = 0.7    # share of objects painted near their class hue; the rest get a random colour
+HUE_JITTER = 0.04
 
 
 def _regular(n: int, r_in: float | None = None, phase: float = 0.0) -> np.ndarray:
@@ -116,6 +120,13 @@ def _colour(rng: np.random.Generator, avoid: np.ndarray, min_dist: float = 120.0
     return col.astype(np.float32)
 
 
+def _class_colour(rng: np.random.Generator, cls: int, classes: int) -> np.ndarray:
+    """A colour near class ``cls``'s own hue: a partial cue that makes the set learnable from scratch in minutes."""
+    hue = (cls / classes + rng.normal(0.0, HUE_JITTER)) % 1.0
+    rgb = colorsys.hsv_to_rgb(hue, rng.uniform(0.55, 1.0), rng.uniform(0.55, 1.0))
+    return (np.asarray(rgb) * 255.0).astype(np.float32)
+
+
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     c1, c2 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
     theta = rng.uniform(0, 2 * np.pi)
@@ -183,7 +194,7 @@ def render(seed: int, index: int, classes: int, size: int) -> tuple[np.ndarray, 
         else:
             continue  # no room: the object (and maybe its label) is left out; labels follow pixels
         local = img[int(cy), int(cx)]
-        a = _colour(rng, local)
+        a = _class_colour(rng, cls, classes) if rng.random() < COLOUR_CUE_P else _colour(rng, local)
         fill = _texture(SHAPES[cls], size, cx, cy, r, angle, a, _colour(rng, a))
         m = mask[..., None]
         img = img * (1 - m) + fill * m

@@ -29,9 +29,8 @@ def chance_map(targets: np.ndarray) -> float:
 
 
 @pytest.mark.slow
-def test_trained_model_beats_chance_and_metrics_are_reproducible(trained_ckpt, synth_voc):
-    from conftest import TINY
-
+def test_trained_model_beats_chance_and_metrics_are_reproducible(trained_ckpt, synth_voc, tiny_recipe):
+    TINY = tiny_recipe
     data = read_checkpoint(trained_ckpt)
     model, card = load_checkpoint(trained_ckpt)
     val = open_dataset(synth_voc, data["config"]["val_split"])

@@ -1,0 +1,73 @@
+"""``der-eval``: mAP and §IV-A scores of an engine on a labelled split, plus the parity gate vs PyTorch."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ._common import handle_errors
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100.0 * v:.2f}"
+
+
+def _budget(ctx, param, values: tuple[str, ...]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in values:
+        key, sep, val = item.partition("=")
+        try:
+            if not sep or key not in ("fp32", "fp16", "int8"):
+                raise ValueError
+            out[key] = float(val)
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: use PRECISION=POINTS, e.g. fp16=0.3 (precisions: fp32, fp16, int8)") from None
+    return out
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--engine", "engine", required=True, type=click.Path(path_type=Path), help="An .onnx or .plan file from der-export.")
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--split", default="test", show_default=True, help="Dataset split to evaluate.")
+@click.option("--format", "data_format", type=click.Choice(["voc", "coco", "nuswide", "csv"]), help="Dataset format (detected from DATA by default).")
+@click.option("--reference", type=click.Path(path_type=Path), help="PyTorch checkpoint to compare against (needs der-deploy[train]).")
+@click.option("--budget", "budgets", multiple=True, callback=_budget, metavar="PREC=PTS",
+              help="|ΔmAP| budget in points, e.g. --budget fp16=0.3. Defaults: fp32=0.05, fp16=0.3, int8=1.0.")
+@click.option("--tune-thresholds", is_flag=True, help="Pick per-class F1-optimal thresholds on this split and write a new card + engine.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1), help="Images per engine call.")
+@click.option("--workers", type=click.IntRange(1), help="Decode threads (default: CPU count).")
+@click.option("--backend", type=click.Choice(["auto", "ort", "trt"]), default="auto", show_default=True)
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the full report as JSON.")
+@handle_errors
+def main(engine, data, split, data_format, reference, budgets, tune_thresholds, batch_size, workers, backend, json_out):
+    """Evaluate ENGINE on DATA: mAP, CP/CR/CF1/OP/OR/OF1 (all labels and top-3).
+
+    With --reference, the checkpoint runs on the same preprocessed images and the command exits 1 when
+    |ΔmAP| exceeds the budget for the engine's precision.
+    """
+    from der_deploy.fileio import write_text
+    from der_deploy.progress import out_console, table
+    from der_deploy.runtime.evaluate import ParityError, evaluate
+
+    report = evaluate(engine, data, split=split, data_format=data_format, reference=reference, batch_size=batch_size,
+                      workers=workers, backend=backend, budgets=budgets, tune_thresholds=tune_thresholds)
+    keys = ("CP", "CR", "CF1", "OP", "OR", "OF1")
+    rows = [("all", _pct(report.map), *(_pct(report.all_labels[k]) for k in keys)),
+            ("top-3", "", *(_pct(report.top3[k]) for k in keys))]
+    title = f"{engine.name} ({report.precision}) on {split}: {report.num_images} images, {len(report.classes)} classes"
+    out_console.print(table(title, ("labels", "mAP", *keys), rows))
+    p = report.parity
+    if p is not None:
+        out_console.print(table(f"parity vs {reference.name}", ("reference mAP", "ΔmAP (pt)", "worst class ΔAP (pt)",
+                                                             "flipped decisions", "max |Δscore|", "budget (pt)", "result"),
+                                [(_pct(p.reference_map), f"{p.delta_map_pt:+.3f}", f"{p.worst_class} {p.worst_delta_ap_pt:+.3f}",
+                                  f"{100 * p.flip_fraction:.3f}%", f"{p.max_abs_score_diff:.2e}", f"{p.budget_pt:g}",
+                                  "PASS" if p.passed else "FAIL")]))
+    if report.tuned:
+        out_console.print(f"tuned thresholds written: {report.tuned['card']} and {report.tuned['engine']}")
+    if json_out:
+        write_text(json_out, json.dumps(report.to_dict(), indent=2) + "\n")
+    if p is not None and not p.passed:
+        raise ParityError(f"{engine}: |ΔmAP| = {abs(p.delta_map_pt):.3f} pt exceeds the {report.precision} budget of "
+                          f"{p.budget_pt:g} pt; re-export or raise the budget with --budget {report.precision}=N")

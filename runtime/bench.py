@@ -1,0 +1,185 @@
+"""``der-bench``: one table from one run -- every format's size, accuracy, speed, latency and memory.
+
+Speed rows are measured in separate processes (bench_worker) so each row's peak memory is its own. Speed and
+memory live here, never in timed tests.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from der_deploy import metrics
+from der_deploy.errors import BackendUnavailable, DerError
+
+
+@dataclass
+class BenchRow:
+    format: str
+    precision: str
+    path: str | None
+    size_bytes: int | None = None
+    map: float | None = None
+    delta_map_pt: float | None = None
+    speed: dict[str, dict[str, float]] = field(default_factory=dict)  # batch -> {img_s, p50_ms, p99_ms}
+    peak_rss_mb: float | None = None
+    note: str = ""
+
+
+@dataclass
+class BenchReport:
+    rows: list[BenchRow]
+    batches: tuple[int, ...]
+    end_to_end: dict[str, Any] = field(default_factory=dict)
+    exports: dict[str, float] = field(default_factory=dict)  # what -> seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": [asdict(r) for r in self.rows], "batches": list(self.batches),
+                "end_to_end": self.end_to_end, "exports": self.exports}
+
+
+def _worker(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "der_deploy.runtime.bench_worker", json.dumps(spec)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"worker failed: {tail[:200]}"}
+    return json.loads(lines[-1])
+
+
+def _export_all(checkpoint: Path, workdir: Path, calib: Path, calib_max: int, want: set[str]) -> tuple[dict[str, Path], dict[str, float]]:
+    from der_deploy.export.onnx_export import export_onnx
+    from der_deploy.export.precision import convert_fp16
+    from der_deploy.export.quantize import quantize_int8
+
+    paths, times = {}, {}
+    t0 = time.perf_counter()
+    paths["fp32"] = export_onnx(checkpoint, workdir / "der.onnx")
+    times["onnx fp32"] = time.perf_counter() - t0
+    if "ort-fp16" in want or "trt" in want:
+        t0 = time.perf_counter()
+        paths["fp16"] = convert_fp16(paths["fp32"], workdir / "der.fp16.onnx")
+        times["onnx fp16"] = time.perf_counter() - t0
+    if "ort-int8" in want:
+        t0 = time.perf_counter()
+        paths["int8"] = quantize_int8(paths["fp32"], workdir / "der.int8.onnx", calib, scheme="u8s8", calib_max=calib_max)
+        times["onnx int8 (calibration included)"] = time.perf_counter() - t0
+    return paths, times
+
+
+def _trt_plan(fp16_onnx: Path, workdir: Path, max_batch: int) -> Path:
+    from der_deploy.export import tensorrt
+    from der_deploy.export.profile import BatchProfile
+
+    tensorrt.tensorrt_available()
+    return tensorrt.build_engine(fp16_onnx, workdir / "der.plan", precision="fp16",
+                                 profile=BatchProfile(1, max_batch, max(max_batch, 32)))
+
+
+def _sample_images(data: Path | None, split: str, workdir: Path, card) -> tuple[Path | None, list[Path]]:
+    """Real images for calibration and the end-to-end run: DATA's split, else a generated set."""
+    from der_deploy.datasets import open_dataset
+
+    if data is None:
+        from der_deploy.synth import generate
+
+        root = workdir / "bench-images"
+        if not (root / "JPEGImages").is_dir():
+            generate(root, classes=min(6, card.num_classes), images=64, seed=0, size=max(card.input_size))
+        return None, sorted((root / "JPEGImages").glob("*.jpg"))
+    return data, list(open_dataset(data, split).paths)
+
+
+def run_benchmark(checkpoint: str | Path, data: str | Path | None = None, *, workdir: str | Path, split: str = "test",
+                  batches: tuple[int, ...] = (1, 8), iters: int = 20, warmup: int = 3, formats: tuple[str, ...] = (
+                      "torch", "ort-fp32", "ort-fp16", "ort-int8", "trt"), calib_max: int = 64,
+                  timeout: float = 900.0, log=print) -> BenchReport:
+    from der_deploy.fileio import human_size  # noqa: F401  (re-exported for the CLI)
+    from der_deploy.train.checkpoint import read_checkpoint
+    from der_deploy.card import ModelCard
+
+    from .evaluate import collect
+
+    checkpoint, workdir = Path(checkpoint), Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    card = ModelCard.from_dict(read_checkpoint(checkpoint)["card"])
+    data_root, images = _sample_images(Path(data) if data else None, split, workdir, card)
+    calib_dir = images[0].parent
+    want = set(formats)
+    log(f"exporting {checkpoint.name} -> {workdir}/ (fp32, fp16, int8)")
+    paths, export_times = _export_all(checkpoint, workdir, calib_dir, calib_max, want)
+
+    rows: list[BenchRow] = []
+    spec_base = {"input_size": list(card.input_size), "batches": list(batches), "iters": iters, "warmup": warmup}
+    plan = [("torch", "PyTorch eager", "fp32", checkpoint), ("ort-fp32", "ONNX Runtime", "fp32", paths.get("fp32")),
+            ("ort-fp16", "ONNX Runtime", "fp16", paths.get("fp16")), ("ort-int8", "ONNX Runtime", "int8 (U8S8)", paths.get("int8"))]
+    if "trt" in want:
+        try:
+            plan.append(("trt", "TensorRT", "fp16", _trt_plan(paths["fp16"], workdir, max(batches))))
+        except (BackendUnavailable, DerError) as err:
+            rows_note = str(err).splitlines()[0]
+            plan.append(("trt", "TensorRT", "fp16", None))
+            log(f"TensorRT row skipped: {rows_note}")
+    ref_probs = targets = None
+    for key, fmt, precision, path in plan:
+        if key not in want:
+            continue
+        row = BenchRow(fmt, precision, str(path) if path else None, size_bytes=Path(path).stat().st_size if path else None)
+        if path is None:
+            row.note = "not available on this machine (see der-doctor)"
+            rows.append(row)
+            continue
+        log(f"measuring {fmt} {precision} ...")
+        kind = {"torch": "torch", "trt": "trt"}.get(key, "ort")
+        res = _worker({**spec_base, "kind": kind, "path": str(path)}, timeout)
+        if "error" in res:
+            row.note = res["error"]
+        else:
+            row.speed, row.peak_rss_mb = res["batches"], res["peak_rss_mb"]
+        if data_root is not None and key != "torch":
+            _, probs, maybe_ref, targets = collect(path, data_root, split=split,
+                                                   reference=checkpoint if ref_probs is None else None)
+            if maybe_ref is not None:
+                ref_probs = maybe_ref
+            row.map = metrics.mean_average_precision(probs, targets)
+        rows.append(row)
+    if ref_probs is not None:
+        ref_map = metrics.mean_average_precision(ref_probs, targets)
+        for row in rows:
+            if row.format == "PyTorch eager":
+                row.map, row.delta_map_pt = ref_map, 0.0
+            elif row.map is not None:
+                row.delta_map_pt = (row.map - ref_map) * 100.0
+    report = BenchReport(rows, tuple(batches), exports=export_times)
+    report.end_to_end = _end_to_end(paths["fp32"], images, max(batches), rows)
+    return report
+
+
+def _end_to_end(onnx_path: Path, images: list[Path], batch: int, rows: list[BenchRow]) -> dict[str, Any]:
+    """der-infer's path (decode + preprocess pipelined with inference) vs the engine alone at the same batch."""
+    from .predictor import Predictor
+
+    with Predictor(onnx_path, backend="ort", batch_size=batch) as predictor:
+        predictor.predict(images[: min(len(images), 2 * batch)])  # warm-up
+        t0 = time.perf_counter()
+        results = list(predictor.predict_iter(images))
+        wall = time.perf_counter() - t0
+    engine_only = next((r.speed.get(str(batch), {}).get("img_s") for r in rows
+                        if r.format == "ONNX Runtime" and r.precision == "fp32"), None)
+    e2e = len(results) / wall if wall > 0 else float("nan")
+    return {"images": len(results), "batch": batch, "end_to_end_img_s": e2e, "engine_only_img_s": engine_only,
+            "ratio": (e2e / engine_only) if engine_only else None}
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return "-" if not a or not b or np.isnan(a) or np.isnan(b) else f"{a / b:.2f}x"

@@ -1,0 +1,89 @@
+"""One benchmark measurement in its own process, so peak memory belongs to one backend only.
+
+``python -m der_deploy.runtime.bench_worker '{"kind": "ort", "path": "der.onnx", ...}'`` prints one JSON line.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+
+def _torch_fn(path: str, threads: int | None) -> Callable[[np.ndarray], Any]:
+    import torch
+
+    from der_deploy.train.checkpoint import load_checkpoint
+
+    if threads:
+        torch.set_num_threads(threads)
+    model, _ = load_checkpoint(path)
+
+    def run(x: np.ndarray):
+        with torch.inference_mode():
+            return model(torch.from_numpy(x)).logits.numpy()
+
+    return run
+
+
+def _runner_fn(kind: str, path: str, threads: int | None) -> tuple[Callable[[np.ndarray], Any], Callable[[], None]]:
+    from .artifacts import open_runner
+
+    kwargs = {"backend": "ort" if kind == "ort" else "trt"}
+    runner = open_runner(path, **kwargs)
+    if threads and hasattr(runner, "intra_op_threads"):
+        runner.intra_op_threads = threads
+    runner.activate()
+    name = runner.get_input_metadata()[0].name
+    return (lambda x: runner.infer({name: x})), runner.deactivate
+
+
+def measure(spec: dict[str, Any]) -> dict[str, Any]:
+    kind, path = spec["kind"], spec["path"]
+    h, w = spec["input_size"]
+    close = lambda: None  # noqa: E731
+    fn = _torch_fn(path, spec.get("threads")) if kind == "torch" else None
+    if fn is None:
+        fn, close = _runner_fn(kind, path, spec.get("threads"))
+    rng = np.random.default_rng(0)
+    result: dict[str, Any] = {"kind": kind, "batches": {}}
+    try:
+        for b in spec["batches"]:
+            x = rng.standard_normal((b, 3, h, w), dtype=np.float32)
+            for _ in range(spec["warmup"]):
+                fn(x)
+            times = []
+            deadline = time.perf_counter() + spec.get("max_seconds", 30.0)
+            for _ in range(spec["iters"]):
+                t0 = time.perf_counter()
+                fn(x)
+                times.append(time.perf_counter() - t0)
+                if time.perf_counter() > deadline and len(times) >= 3:
+                    break
+            t = np.asarray(times)
+            result["batches"][str(b)] = {
+                "img_s": float(b / t.mean()), "p50_ms": float(np.percentile(t, 50) * 1e3),
+                "p99_ms": float(np.percentile(t, 99) * 1e3), "iters": int(t.size),
+            }
+    finally:
+        close()
+    # ru_maxrss is KiB on Linux.
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    spec = json.loads(argv[0])
+    try:
+        print(json.dumps(measure(spec)))
+    except Exception as err:  # reported as a row note by the parent, never a crash of der-bench
+        print(json.dumps({"error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""``der-eval``: accuracy of an engine on a labelled split, and its parity with the PyTorch checkpoint.
+
+The engine and the reference see the *same* preprocessed batches (one decode, two forwards), so any
+difference is the engine's: export, precision or backend.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from der_deploy import metrics
+from der_deploy.card import ModelCard
+from der_deploy.errors import DerError, EngineError
+
+# |ΔmAP| budgets in mAP points (percent), per engine precision.
+DEFAULT_BUDGETS = {"fp32": 0.05, "fp16": 0.3, "int8": 1.0}
+PRECISION_KEY = "der_deploy.precision"  # written by der_deploy.export.onnx_export (torch-free copy of the key)
+
+
+class ParityError(DerError):
+    """The engine's mAP moved more than its precision's budget allows."""
+
+    exit_code = 1
+
+
+@dataclass
+class Parity:
+    reference_map: float
+    delta_map_pt: float  # engine - reference, in points
+    worst_class: str
+    worst_delta_ap_pt: float
+    flip_fraction: float  # share of (image, class) decisions that differ at the card's thresholds
+    max_abs_score_diff: float
+    budget_pt: float
+
+    @property
+    def passed(self) -> bool:
+        return abs(self.delta_map_pt) <= self.budget_pt
+
+
+@dataclass
+class EvalReport:
+    engine: Path
+    precision: str
+    split: str
+    num_images: int
+    classes: list[str]
+    ap: np.ndarray
+    map: float
+    all_labels: dict[str, float]
+    top3: dict[str, float]
+    parity: Parity | None = None
+    tuned: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "engine": str(self.engine), "precision": self.precision, "split": self.split,
+            "images": self.num_images, "mAP": self.map,
+            "AP": {c: (None if np.isnan(v) else float(v)) for c, v in zip(self.classes, self.ap)},
+            "all": self.all_labels, "top3": self.top3,
+        }
+        if self.parity is not None:
+            out["parity"] = {**self.parity.__dict__, "passed": self.parity.passed}
+        if self.tuned:
+            out["tuned"] = self.tuned
+        return out
+
+
+def engine_precision(engine: str | Path) -> str:
+    """fp32 / fp16 / int8, as recorded by der-export (ONNX metadata, or the .plan sidecar)."""
+    engine = Path(engine)
+    if engine.suffix == ".onnx":
+        from .artifacts import onnx_metadata
+
+        recorded = onnx_metadata(engine).get(PRECISION_KEY)
+        if recorded is None:
+            raise EngineError(f"{engine}: no der-deploy precision record; export it with der-export")
+        return recorded.split("-")[0]  # "int8-u8s8" -> "int8"
+    from .sidecar import read_sidecar
+
+    return read_sidecar(engine).precision
+
+
+def _preprocessed_batches(paths: list[Path], card: ModelCard, batch_size: int, workers: int | None) -> Iterator[np.ndarray]:
+    """Ordered NCHW batches; a file that cannot be decoded stops the evaluation (metrics must be exact)."""
+    from .pipeline import preprocess_batches
+
+    yield from preprocess_batches(paths, card, batch_size=batch_size, workers=workers)
+
+
+def _check_same_model(card: ModelCard, ref_card: ModelCard, engine: Path, reference: Path) -> None:
+    if card.classes != ref_card.classes:
+        raise DerError(f"{reference}: its classes differ from {engine}'s; pass the checkpoint the engine was exported from")
+    if tuple(card.input_size) != tuple(ref_card.input_size):
+        raise DerError(f"{reference}: input size {ref_card.input_size} differs from {engine}'s {card.input_size}")
+
+
+def collect(engine: str | Path, data: str | Path, *, split: str = "test", data_format: str | None = None,
+            reference: str | Path | None = None, batch_size: int = 8, workers: int | None = None,
+            backend: str = "auto") -> tuple[ModelCard, np.ndarray, np.ndarray | None, np.ndarray]:
+    """Engine probabilities, reference probabilities (or None) and targets over one split."""
+    from der_deploy.datasets import open_dataset
+    from der_deploy.progress import track
+
+    from .predictor import Predictor
+
+    dataset = open_dataset(data, split, format=data_format)
+    ref_model = None
+    with Predictor(engine, backend=backend, batch_size=batch_size) as predictor:
+        card = predictor.card
+        if list(dataset.classes) != card.classes:
+            raise DerError(
+                f"{data}: dataset classes ({', '.join(dataset.classes[:5])}...) differ from the engine's "
+                f"({', '.join(card.classes[:5])}...); evaluate on the data the model was trained for"
+            )
+        if reference is not None:
+            ref_model, ref_card = _load_reference(reference)
+            _check_same_model(card, ref_card, Path(engine), Path(reference))
+        probs, ref_probs = [], []
+        batches = _preprocessed_batches(list(dataset.paths), card, batch_size, workers)
+        n_batches = -(-len(dataset) // batch_size)
+        for x in track(batches, f"eval {Path(engine).name}", total=n_batches):
+            probs.append(predictor.scores(x))
+            if ref_model is not None:
+                ref_probs.append(_reference_scores(ref_model, x))
+    targets = dataset.targets()
+    return card, np.concatenate(probs), (np.concatenate(ref_probs) if ref_model is not None else None), targets
+
+
+def _load_reference(reference: str | Path):
+    try:
+        from der_deploy.train.checkpoint import load_checkpoint
+    except ImportError:
+        raise DerError("--reference needs PyTorch: pip install der-deploy[train]") from None
+    return load_checkpoint(reference)
+
+
+def _reference_scores(model, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        return torch.sigmoid(model(torch.from_numpy(x)).logits).numpy()
+
+
+def parity(card: ModelCard, probs: np.ndarray, ref_probs: np.ndarray, targets: np.ndarray, budget_pt: float) -> Parity:
+    ap = metrics.average_precision(probs, targets)
+    ref_ap = metrics.average_precision(ref_probs, targets)
+    delta = (ap - ref_ap) * 100.0
+    valid = ~np.isnan(delta)
+    worst = int(np.flatnonzero(valid)[np.argmax(np.abs(delta[valid]))]) if valid.any() else 0
+    thr = np.asarray(card.thresholds)
+    flips = float(np.mean((probs >= thr) != (ref_probs >= thr)))
+    ref_map = metrics.mean_average_precision(ref_probs, targets)
+    return Parity(
+        reference_map=ref_map,
+        delta_map_pt=(metrics.mean_average_precision(probs, targets) - ref_map) * 100.0,
+        worst_class=card.classes[worst],
+        worst_delta_ap_pt=float(delta[worst]) if valid.any() else 0.0,
+        flip_fraction=flips,
+        max_abs_score_diff=float(np.max(np.abs(probs - ref_probs))),
+        budget_pt=budget_pt,
+    )
+
+
+def evaluate(engine: str | Path, data: str | Path, *, split: str = "test", data_format: str | None = None,
+             reference: str | Path | None = None, batch_size: int = 8, workers: int | None = None,
+             backend: str = "auto", budgets: dict[str, float] | None = None, tune_thresholds: bool = False) -> EvalReport:
+    engine = Path(engine)
+    precision = engine_precision(engine)
+    card, probs, ref_probs, targets = collect(engine, data, split=split, data_format=data_format, reference=reference,
+                                              batch_size=batch_size, workers=workers, backend=backend)
+    thr = np.asarray(card.thresholds)
+    report = EvalReport(
+        engine=engine, precision=precision, split=split, num_images=len(targets), classes=card.classes,
+        ap=metrics.average_precision(probs, targets), map=metrics.mean_average_precision(probs, targets),
+        all_labels=metrics.multilabel_scores(probs, targets, threshold=thr),
+        top3=metrics.multilabel_scores(probs, targets, threshold=thr, top_k=3),
+    )
+    if ref_probs is not None:
+        budget = {**DEFAULT_BUDGETS, **(budgets or {})}[precision]
+        report.parity = parity(card, probs, ref_probs, targets, budget)
+    if tune_thresholds:
+        from .thresholds import write_tuned
+
+        report.tuned = write_tuned(engine, card, probs, targets)
+    return report
