@@ -27,6 +27,8 @@ class BaseRunner:
         self.name = name
         self.is_active = False
         self.last_inference_time: float | None = None
+        self._inputs: list[TensorMeta] = []  # filled by activate_impl
+        self._outputs: list[TensorMeta] = []
 
     # --- lifecycle ----------------------------------------------------------------------------
     def activate(self) -> "BaseRunner":
@@ -88,8 +90,14 @@ class BaseRunner:
     def deactivate_impl(self) -> None:
         raise NotImplementedError
 
+    def _require_active(self) -> None:
+        if not self.is_active:
+            raise EngineError(f"runner {self.name} is not active; call activate() or use it as a context manager")
+
     def get_input_metadata_impl(self) -> list[TensorMeta]:
-        raise NotImplementedError
+        self._require_active()
+        return list(self._inputs)
 
     def get_output_metadata_impl(self) -> list[TensorMeta]:
-        raise NotImplementedError
+        self._require_active()
+        return list(self._outputs)

@@ -145,14 +145,6 @@ class OnnxRuntimeRunner(BaseRunner):
         if self.session is None:
             raise EngineError(f"runner {self.name} is not active; call activate() or use it as a context manager")
 
-    def get_input_metadata_impl(self) -> list[TensorMeta]:
-        self._require_active()
-        return list(self._inputs)
-
-    def get_output_metadata_impl(self) -> list[TensorMeta]:
-        self._require_active()
-        return list(self._outputs)
-
     @property
     def providers(self) -> list[str]:
         """Providers the live session uses (requested first, then fallbacks)."""

@@ -298,14 +298,6 @@ class TrtRunner(BaseRunner):
         if self._engine is None:
             raise EngineError(f"runner {self.name} is not active; call activate() or use it as a context manager")
 
-    def get_input_metadata_impl(self) -> list[TensorMeta]:
-        self._require_active()
-        return list(self._inputs)
-
-    def get_output_metadata_impl(self) -> list[TensorMeta]:
-        self._require_active()
-        return list(self._outputs)
-
     def _batch_range(self) -> tuple[int, int]:
         self._require_active()
         first = self._profile[self._inputs[0].name]
