@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import CardError
+from .errors import CardError, EngineError
 
 FORMAT_VERSION = 1
 ONNX_METADATA_KEY = "der_deploy.card"
@@ -162,3 +162,14 @@ class ModelCard:
 
     def replace(self, **changes: Any) -> "ModelCard":
         return dataclasses.replace(self, **changes)
+
+
+def card_from_metadata(props: dict[str, str], where: str) -> ModelCard:
+    """The card stored in an ONNX file's ``metadata_props`` (given as a dict); EngineError names ``where``."""
+    text = props.get(ONNX_METADATA_KEY)
+    if text is None:
+        raise EngineError(f"{where} has no der-deploy model card in its metadata; export it with der-export")
+    try:
+        return ModelCard.from_json(text)
+    except CardError as err:
+        raise EngineError(f"{where}: bad model card ({err}); re-export it with der-export") from None

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from der_deploy import __version__
-from der_deploy.card import ONNX_METADATA_KEY, ModelCard
-from der_deploy.errors import CardError, EngineError, ExportError
+from der_deploy.card import ONNX_METADATA_KEY, ModelCard, card_from_metadata
+from der_deploy.errors import EngineError, ExportError
 from der_deploy.fileio import atomic_path, check_writable
 
 from .profile import BatchProfile, parse_profile
@@ -94,13 +94,7 @@ def metadata(model: "onnx.ModelProto") -> dict[str, str]:
 
 
 def card_from_model(model: "onnx.ModelProto", where: str = "model") -> ModelCard:
-    text = metadata(model).get(ONNX_METADATA_KEY)
-    if text is None:
-        raise EngineError(f"{where}: no model card in metadata_props['{ONNX_METADATA_KEY}']; export it with der-export")
-    try:
-        return ModelCard.from_json(text)
-    except CardError as err:
-        raise EngineError(f"{where}: bad model card in metadata ({err})") from None
+    return card_from_metadata(metadata(model), where)
 
 
 def load_onnx(path: str | Path) -> "onnx.ModelProto":

@@ -5,8 +5,8 @@ import io
 from pathlib import Path
 from typing import Iterable
 
-from der_deploy.card import ONNX_METADATA_KEY, ModelCard
-from der_deploy.errors import BackendUnavailable, CardError, EngineError
+from der_deploy.card import ModelCard, card_from_metadata
+from der_deploy.errors import BackendUnavailable, EngineError
 
 from .base import BaseRunner
 
@@ -111,13 +111,7 @@ def read_card(engine_path: str | Path) -> ModelCard:
         except ImportError as err:
             raise BackendUnavailable(f"TensorRT support is not available in this install ({err})") from None
         return read_sidecar(path).card
-    text = onnx_metadata(path).get(ONNX_METADATA_KEY)
-    if text is None:
-        raise EngineError(f"{path} has no der-deploy model card; export it with der-export")
-    try:
-        return ModelCard.from_json(text)
-    except CardError as err:
-        raise EngineError(f"{path}: bad model card ({err}); re-export it with der-export") from None
+    return card_from_metadata(onnx_metadata(path), str(path))
 
 
 def open_runner(engine_path: str | Path, *, backend: str = "auto", providers: str | Iterable[str] | None = None,

@@ -104,7 +104,6 @@ def run_benchmark(checkpoint: str | Path, data: str | Path | None = None, *, wor
                   batches: tuple[int, ...] = (1, 8), iters: int = 20, warmup: int = 3, formats: tuple[str, ...] = (
                       "torch", "ort-fp32", "ort-fp16", "ort-int8", "trt"), calib_max: int = 64,
                   timeout: float = 900.0, log=print) -> BenchReport:
-    from der_deploy.fileio import human_size  # noqa: F401  (re-exported for the CLI)
     from der_deploy.train.checkpoint import read_checkpoint
     from der_deploy.card import ModelCard
 

@@ -26,7 +26,8 @@ der-export "$DIR/der.pt" -o "$DIR/der.onnx" --fp16 --int8 --calib "$DIR/data/JPE
 step "4/6 infer on the test images (jsonl) and draw CADM heat maps for a few"
 der-infer --engine "$DIR/der.onnx" "$DIR/data/JPEGImages" --format jsonl -o "$DIR/predictions.jsonl"
 head -n 3 "$DIR/predictions.jsonl"
-mkdir -p "$DIR/cam-input" && ls "$DIR/data/JPEGImages" | head -n 3 | while read -r f; do cp "$DIR/data/JPEGImages/$f" "$DIR/cam-input/"; done
+images=("$DIR"/data/JPEGImages/*.jpg)
+mkdir -p "$DIR/cam-input" && cp "${images[@]:0:3}" "$DIR/cam-input/"
 der-infer --engine "$DIR/der.onnx" "$DIR/cam-input" --cam "$DIR/cam"
 
 step "5/6 evaluate each ONNX variant against the PyTorch checkpoint (parity gate)"

@@ -121,7 +121,7 @@ def main(model, output, fp16, int8, calib, calib_max, cadm, profile, opset, samp
 
 
 def _export(model, from_onnx, names, *, fp16, int8, s8s8, calib, calib_max, cadm, profile, opset, samples) -> list[Row]:
-    from der_deploy.export.verify import image_inputs, reference_outputs, run_onnx, sample_inputs, verify_onnx
+    from der_deploy.export.verify import reference_outputs, run_onnx, sample_inputs, verify_onnx
 
     rows: list[Row] = []
     real = samples if samples is not None else calib
