@@ -160,24 +160,18 @@ def run_benchmark(checkpoint: str | Path, data: str | Path | None = None, *, wor
             elif row.map is not None:
                 row.delta_map_pt = (row.map - ref_map) * 100.0
     report = BenchReport(rows, tuple(batches), exports=export_times)
-    report.end_to_end = _end_to_end(paths["fp32"], images, max(batches), rows)
+    report.end_to_end = _end_to_end(paths["fp32"], images, max(batches), timeout)
     return report
 
 
-def _end_to_end(onnx_path: Path, images: list[Path], batch: int, rows: list[BenchRow]) -> dict[str, Any]:
-    """der-infer's path (decode + preprocess pipelined with inference) vs the engine alone at the same batch."""
-    from .predictor import Predictor
-
-    with Predictor(onnx_path, backend="ort", batch_size=batch) as predictor:
-        predictor.predict(images[: min(len(images), 2 * batch)])  # warm-up
-        t0 = time.perf_counter()
-        results = list(predictor.predict_iter(images))
-        wall = time.perf_counter() - t0
-    engine_only = next((r.speed.get(str(batch), {}).get("img_s") for r in rows
-                        if r.format == "ONNX Runtime" and r.precision == "fp32"), None)
-    e2e = len(results) / wall if wall > 0 else float("nan")
-    return {"images": len(results), "batch": batch, "end_to_end_img_s": e2e, "engine_only_img_s": engine_only,
-            "ratio": (e2e / engine_only) if engine_only else None}
+def _end_to_end(onnx_path: Path, images: list[Path], batch: int, timeout: float) -> dict[str, Any]:
+    """der-infer's pipeline (decode + preprocess overlapped with inference) vs the engine calls of the same run."""
+    res = _worker({"kind": "pipeline", "path": str(onnx_path), "images": [str(p) for p in images], "batch": batch,
+                   "input_size": [0, 0]}, timeout)
+    if "error" in res:
+        return {"error": res["error"]}
+    res["ratio"] = res["end_to_end_img_s"] / res["engine_only_img_s"] if res["engine_only_img_s"] else None
+    return res
 
 
 def ratio(a: float | None, b: float | None) -> str:

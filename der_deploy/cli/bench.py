@@ -53,7 +53,7 @@ def main(model, data, split, workdir, batches, iters, warmup, formats, calib_max
     with tempfile.TemporaryDirectory(prefix="der-bench-") as tmp:
         report = run_benchmark(model, data, workdir=workdir or Path(tmp), split=split, batches=batches, iters=iters,
                                warmup=warmup, formats=chosen, calib_max=calib_max,
-                               log=lambda m: err_console.print(f"[dim]{m}[/dim]"))
+                               log=lambda m: err_console.print(m, style="dim", markup=False))
 
     def speed(row, b, key):
         v = row.speed.get(str(b), {}).get(key)
@@ -79,10 +79,12 @@ def main(model, data, split, workdir, batches, iters, warmup, formats, calib_max
         f"ratios at batch {b_big}: ORT FP32 / PyTorch eager = {ratio(ips('ONNX Runtime', 'fp32'), ips('PyTorch eager', 'fp32'))}, "
         f"INT8 / FP32 = {ratio(ips('ONNX Runtime', 'int8'), ips('ONNX Runtime', 'fp32'))}, "
         f"FP16 / FP32 = {ratio(ips('ONNX Runtime', 'fp16'), ips('ONNX Runtime', 'fp32'))}")
-    if e2e:
+    if e2e.get("error"):
+        out_console.print(f"end to end: not measured ({e2e['error']})")
+    elif e2e:
         out_console.print(
             f"end to end (der-infer pipeline, {e2e['images']} images, batch {e2e['batch']}): "
-            f"{e2e['end_to_end_img_s']:.1f} img/s vs engine-only {e2e['engine_only_img_s'] or float('nan'):.1f} img/s "
+            f"{e2e['end_to_end_img_s']:.1f} img/s vs engine-only {e2e['engine_only_img_s']:.1f} img/s in the same run "
             f"({ratio(e2e['end_to_end_img_s'], e2e['engine_only_img_s'])})")
     out_console.print("export times: " + ", ".join(f"{k} {v:.1f} s" for k, v in report.exports.items()))
     if json_out:

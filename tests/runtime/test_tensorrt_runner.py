@@ -452,7 +452,7 @@ _SKIP = _real_trt_ready()
 @pytest.mark.tensorrt
 @pytest.mark.slow
 @pytest.mark.skipif(_SKIP is not None, reason=f"needs tensorrt + an NVIDIA GPU: {_SKIP}")
-def test_real_fp16_plan_matches_pytorch(tiny_onnx, trained_ckpt, tmp_path):
+def test_real_fp16_plan_matches_pytorch(tiny_onnx, trained_ckpt, synth_voc, tmp_path):
     from der_deploy.compare import compare_outputs
     from der_deploy.export.precision import convert_fp16
     from der_deploy.export.tensorrt import build_engine
@@ -471,6 +471,12 @@ def test_real_fp16_plan_matches_pytorch(tiny_onnx, trained_ckpt, tmp_path):
     out = {k: np.asarray(v, np.float32) for k, v in out.items()}
     result = compare_outputs(ref, out, **TOLERANCES["fp16"], title="TensorRT FP16 vs PyTorch")
     assert result.passed, result.summary()
+    # The parity gate users run: der-eval on the plan with the checkpoint as reference, FP16 budget.
+    from der_deploy.runtime.evaluate import DEFAULT_BUDGETS, evaluate
+
+    report = evaluate(plan, synth_voc, split="test", reference=trained_ckpt)
+    assert report.precision == "fp16" and report.parity.budget_pt == DEFAULT_BUDGETS["fp16"]
+    assert report.parity.passed, report.parity
 
 
 def test_one_capturing_logger_per_process(fakes):
