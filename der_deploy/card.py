@@ -168,7 +168,7 @@ def card_from_metadata(props: dict[str, str], where: str) -> ModelCard:
     """The card stored in an ONNX file's ``metadata_props`` (given as a dict); EngineError names ``where``."""
     text = props.get(ONNX_METADATA_KEY)
     if text is None:
-        raise EngineError(f"{where} has no der-deploy model card in its metadata; export it with der-export")
+        raise EngineError(f"{where} has no der-deploy model card; export it with der-export")
     try:
         return ModelCard.from_json(text)
     except CardError as err:
