@@ -3,19 +3,7 @@ import pytest
 import torch
 
 from der_deploy.export.fold import ExportModel, FusedHead
-from der_deploy.train.model import DER
-
-
-def random_der(head="der", classes=5, size=(64, 64), seed=0):
-    torch.manual_seed(seed)
-    model = DER(classes, "resnet18", input_size=size, head=head)
-    with torch.no_grad():  # non-trivial BN statistics and bias, so nothing cancels by accident
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-        model.classifier.bias.uniform_(-1, 1)
-    return model.eval()
+from der_models import random_der
 
 
 def test_fused_head_equals_training_logits_and_cadm():

@@ -12,21 +12,8 @@ from der_deploy.export import verify as verify_mod
 from der_deploy.export.onnx_export import (PRECISION_KEY, check_reduce_axes, export_onnx, export_onnx_report,
                                            head_node_names, read_onnx_card)
 from der_deploy.train.checkpoint import save_checkpoint
+from der_models import random_der
 
-
-def random_der(head="der", classes=5, size=(64, 64), seed=0):
-    """A random resnet18 DER with non-trivial BN statistics and bias (same recipe as test_fold)."""
-    from der_deploy.train.model import DER
-
-    torch.manual_seed(seed)
-    model = DER(classes, "resnet18", input_size=size, head=head)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-        model.classifier.bias.uniform_(-1, 1)
-    return model.eval()
 
 CLASSES = ["cat", "dog", "car", "tree", "sky"]
 

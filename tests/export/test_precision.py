@@ -3,7 +3,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 from onnx import TensorProto, numpy_helper
 from PIL import Image
 
@@ -16,19 +15,7 @@ from der_deploy.export.precision import convert_fp16
 from der_deploy.export.quantize import quantize_int8
 from der_deploy.export.verify import TOLERANCES, image_inputs, reference_outputs, verify_onnx
 from der_deploy.train.checkpoint import save_checkpoint
-
-
-def random_der(seed=0):
-    from der_deploy.train.model import DER
-
-    torch.manual_seed(seed)
-    model = DER(5, "resnet18", input_size=(64, 64))
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
+from der_models import random_der
 
 
 def write_images(folder, n, seed=0):
