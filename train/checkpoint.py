@@ -35,16 +35,22 @@ def save_checkpoint(path: str | Path, model: DER, card: ModelCard, **extra: Any)
     return Path(path)
 
 
+def torch_load(path: Path, missing: str, unreadable: str) -> Any:
+    """``torch.load(weights_only=True)`` with one-line errors; ``unreadable`` may use ``{reason}``."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: {missing}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds for foreign or corrupt files
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise CheckpointError(f"{path}: {unreadable.format(reason=reason)}") from None
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load and sanity-check the raw checkpoint dict (no model built)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many kinds for foreign files
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(f"{path}: not a der-deploy checkpoint ({reason[:160]}); pass a file written by der-train") from None
+    data = torch_load(path, "no such checkpoint file",
+                      "not a der-deploy checkpoint ({reason}); pass a file written by der-train")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a der-deploy checkpoint; pass a file written by der-train")
     if data.get("version") != VERSION:

@@ -96,14 +96,12 @@ def load_backbone_weights(model: DER, path) -> None:
     """
     from pathlib import Path
 
+    from .checkpoint import torch_load
+
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: backbone weights file not found; pass a torchvision {model.arch} state dict")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # foreign or corrupt files raise many kinds
-        reason = (str(err).splitlines() or [type(err).__name__])[0][:160]
-        raise CheckpointError(f"{path}: cannot read backbone weights ({reason}); pass a torchvision {model.arch} state dict") from None
+    hint = f"pass a torchvision {model.arch} state dict"
+    state = torch_load(path, f"backbone weights file not found; {hint}",
+                       "cannot read backbone weights ({reason}); " + hint)
     if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
         raise CheckpointError(f"{path}: not a state dict of tensors; pass a torchvision {model.arch} state dict (model.state_dict())")
     mapped, unexpected = {}, []
