@@ -151,3 +151,23 @@ def test_sidecar_module_is_light():
             "bad = [m for m in ('torch', 'tensorrt', 'cuda.bindings', 'cuda.cudart') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_tuned_plan_copy_changes_only_the_card(tmp_path):
+    """der-eval --tune-thresholds on a .plan: the plan is copied byte for byte, the sidecar differs only in the card."""
+    from der_deploy.runtime.thresholds import copy_plan_with_card
+
+    plan = tmp_path / "der.plan"
+    plan.write_bytes(b"\x00plan-bytes\xff" * 10)
+    old = make_sidecar()
+    write_sidecar(plan, old)
+    tuned = old.card.replace(thresholds=[0.3, 0.6, 0.9])
+    out = copy_plan_with_card(plan, tmp_path / "der.tuned.plan", tuned)
+    assert out.read_bytes() == plan.read_bytes()
+    new = read_sidecar(out)
+    assert new.card.thresholds == [0.3, 0.6, 0.9]
+    assert {**new.to_dict(), "card": None} == {**old.to_dict(), "card": None}
+    sidecar_path(plan).unlink()
+    with pytest.raises(EngineError, match="der.plan.json"):
+        copy_plan_with_card(plan, tmp_path / "x.plan", tuned)
+    assert not (tmp_path / "x.plan").exists()  # nothing written when the source sidecar is missing
