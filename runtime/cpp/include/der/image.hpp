@@ -1,0 +1,53 @@
+// Decoding and preprocessing, bit-exact with der_deploy.images (load_image + preprocess) in Python.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace der {
+
+// Pixels a caller already has: 8-bit RGB, row-major, `stride` bytes between rows (0 means 3 * width).
+// A view: it does not own `data`.
+struct Image {
+  const std::uint8_t* data = nullptr;
+  int width = 0;
+  int height = 0;
+  std::size_t stride = 0;
+  std::size_t row_bytes() const { return stride ? stride : static_cast<std::size_t>(width) * 3; }
+};
+
+// An owned, tightly packed RGB8 image (stride = 3 * width).
+struct Bitmap {
+  int width = 0;
+  int height = 0;
+  std::vector<std::uint8_t> pixels;
+  Image view() const { return Image{pixels.data(), width, height, static_cast<std::size_t>(width) * 3}; }
+};
+
+enum class Interpolation { Nearest, Bilinear, Bicubic, Lanczos, Box, Hamming };
+
+// "nearest", "bilinear", ... as in the model card; throws CardError for a name this SDK cannot honour.
+Interpolation parse_interpolation(const std::string& name);
+const char* interpolation_name(Interpolation interp);
+
+// Decode a file with the policy of der_deploy.images.load_image: upright (EXIF orientation applied), RGB,
+// alpha dropped (not composited), 16-bit gray scaled, CMYK and palette converted; throws ImageError naming the
+// file for an unreadable, non-image, truncated or corrupt file, or a decompression bomb.
+Bitmap decode_file(const std::string& path);
+// The same for bytes already in memory; `name` is used in error messages.
+Bitmap decode_memory(const std::uint8_t* data, std::size_t size, const std::string& name);
+
+// Pillow's Image.resize((width, height), filter) byte for byte (8-bit fixed-point separable filters).
+Bitmap resize(const Image& src, int width, int height, Interpolation interp);
+
+// out[c][y][x] = float(pixel) * float(1 / (255 * std[c])) - float(mean[c] / std[c]), as float32 like numpy does;
+// mean/std in RGB order; bgr=true reverses the output channels. `out` holds 3 * height * width floats (CHW).
+void normalize(const Image& src, const double mean[3], const double std[3], bool bgr, float* out);
+
+// resize to (height, width) when the size differs, then normalize: der_deploy.images.preprocess.
+void preprocess(const Image& src, int height, int width, Interpolation interp, const double mean[3],
+                const double std[3], bool bgr, float* out);
+
+}  // namespace der
