@@ -41,10 +41,7 @@ def tensorrt_available():
     from der_deploy.runtime import cuda
 
     if cuda.gpu_count() == 0:
-        raise BackendUnavailable(
-            f"TensorRT {getattr(trt, '__version__', '?')} is installed but no CUDA GPU is visible "
-            f"({cuda.no_gpu_reason()}); run this on a machine with an NVIDIA GPU and driver"
-        )
+        raise BackendUnavailable(f"TensorRT {getattr(trt, '__version__', '?')} is installed but {cuda.no_gpu_message()}")
     return trt
 
 
@@ -230,7 +227,7 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, *, precision: str
     from der_deploy.progress import err_console
     from der_deploy.runtime import cuda
     from der_deploy.runtime.sidecar import Sidecar, write_sidecar
-    from der_deploy.runtime.tensorrt import make_logger
+    from der_deploy.runtime.tensorrt import construct, make_logger
 
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)
     profile = parse_profile(profile)
@@ -258,14 +255,12 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, *, precision: str
     warn = lambda msg: err_console.print(f"warning: {msg}", markup=False, highlight=False)  # noqa: E731
 
     logger = make_logger(trt)
-    builder = trt.Builder(logger)
-    if builder is None:
-        raise ExportError(f"TensorRT could not create a builder ({logger.summary()}); check the CUDA driver")
+    builder = construct(trt.Builder, logger, what="a builder", logger=logger, exc=ExportError)
     flags = 0
     if net_plan.strongly_typed and major < 11:  # 11: always strongly typed, the flag is deprecated and ignored
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
+    parser = construct(trt.OnnxParser, network, logger, what="an ONNX parser", logger=logger, exc=ExportError)
     if not parser.parse_from_file(str(onnx_path)):  # by path, so external-data weights resolve
         raise ExportError(f"{onnx_path}: TensorRT {trt.__version__} cannot parse the ONNX ({int(parser.num_errors)} error(s)): "
                           f"{_parser_errors(parser)}; re-export with der-export or check for unsupported ops")
@@ -284,7 +279,12 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, *, precision: str
     for i in range(int(network.num_inputs)):
         tensor = network.get_input(i)
         shapes = profile_shapes(tensor.name, tuple(tensor.shape), profile, tuple(card.input_size))
-        opt_profile.set_shape(tensor.name, *shapes)
+        try:  # the binding raises RuntimeError on inconsistent shapes; it never returns False
+            opt_profile.set_shape(tensor.name, *shapes)
+        except RuntimeError as err:
+            raise ExportError(f"TensorRT rejected the optimization profile for input {tensor.name!r} "
+                              f"(min/opt/max {', '.join(map(str, shapes))}): {err}{' ' + logger.summary() if logger.errors else ''}; "
+                              "check --batch MIN:OPT:MAX and re-export the ONNX with der-export") from None
         profiles.append({"input": tensor.name, "min": list(shapes[0]), "opt": list(shapes[1]), "max": list(shapes[2])})
     if config.add_optimization_profile(opt_profile) < 0:
         raise ExportError(f"TensorRT rejected the optimization profile {profiles} ({logger.summary()})")

@@ -74,27 +74,78 @@ class GpuInfo:
         return "sm_" + self.compute_capability.replace(".", "")
 
 
+CU12_HINT = "pip install der-deploy[trt-cu12]"
+
+
+def _driver_call(fn):
+    """``fn()``, or ``(RuntimeError, None)`` where old cuda-python raises instead of returning an error code:
+    12.6.0-12.8.x raise RuntimeError("Failed to dlopen libcuda.so.1") when no NVIDIA driver is installed."""
+    try:
+        return fn()
+    except RuntimeError as err:
+        return err, None
+
+
+def _version_number(fn) -> int:
+    """cudaDriverGetVersion / cudaRuntimeGetVersion as 12040-style int; 0 when unknown or no driver."""
+    cudart = load_cudart()
+    result = _driver_call(fn)
+    if isinstance(result, tuple) and len(result) > 1 and result[0] == cudart.cudaError_t.cudaSuccess:
+        return int(result[1] or 0)
+    return 0
+
+
+def _dotted(v: int) -> str:
+    return f"{v // 1000}.{(v % 1000) // 10}"
+
+
+def _device_count() -> tuple[int, str]:
+    """(number of visible GPUs, why none as a clause that starts a sentence: "" when there are some)."""
+    cudart = load_cudart()
+    result = _driver_call(cudart.cudaGetDeviceCount)
+    err, value = result[0], (result[1] if len(result) > 1 else None)
+    if isinstance(err, RuntimeError):
+        return 0, f"no NVIDIA driver is installed ({err}); run on a machine with an NVIDIA GPU and its driver"
+    if err == cudart.cudaError_t.cudaSuccess and value:  # on failure the value is None, not 0
+        return int(value), ""
+    if err == cudart.cudaError_t.cudaSuccess:
+        return 0, "no CUDA GPU is visible (no CUDA device found); run on a machine with an NVIDIA GPU and driver"
+    name = error_name(cudart, err)
+    if name == "cudaErrorInsufficientDriver":
+        driver, runtime = _version_number(cudart.cudaDriverGetVersion), _version_number(cudart.cudaRuntimeGetVersion)
+        if driver == 0:  # cudaDriverGetVersion reports 0 when libcuda cannot be loaded at all
+            return 0, f"no NVIDIA driver is installed ({name}); run on a machine with an NVIDIA GPU and its driver"
+        need = f"CUDA {_dotted(runtime)}" if runtime else "this cuda-python's CUDA"
+        fix = ("upgrade the NVIDIA driver, or install the CUDA 12 builds of TensorRT and cuda-python: " + CU12_HINT
+               if runtime >= 13000 and driver >= 12000 else "upgrade the NVIDIA driver")
+        return 0, f"the NVIDIA driver is too old for {need}: it supports CUDA {_dotted(driver)} ({name}); {fix}"
+    return 0, f"no CUDA GPU is visible ({name}); run on a machine with an NVIDIA GPU and driver"
+
+
 def gpu_count() -> int:
     """Number of visible CUDA GPUs. No driver / no device -> 0; cuda-python missing -> BackendUnavailable."""
-    cudart = load_cudart()
-    err, *rest = cudart.cudaGetDeviceCount()
-    if err != cudart.cudaError_t.cudaSuccess:
-        return 0
-    return int(rest[0])
+    return _device_count()[0]
+
+
+def no_gpu_message() -> str:
+    """Why :func:`gpu_count` is 0, as one clause with the fix (driver missing, driver too old, no device)."""
+    return _device_count()[1] or "CUDA GPUs are visible"
 
 
 def no_gpu_reason() -> str:
     """Why :func:`gpu_count` is 0, in CUDA's own words (e.g. cudaErrorNoDevice, cudaErrorInsufficientDriver)."""
     cudart = load_cudart()
-    err, *_ = cudart.cudaGetDeviceCount()
+    err = _driver_call(cudart.cudaGetDeviceCount)[0]
+    if isinstance(err, RuntimeError):
+        return str(err)
     return "no CUDA device found" if err == cudart.cudaError_t.cudaSuccess else error_name(cudart, err)
 
 
 def gpu_info(device: int = 0) -> GpuInfo:
     cudart = load_cudart()
-    count = gpu_count()
+    count, why = _device_count()
     if count == 0:
-        raise BackendUnavailable(f"no CUDA GPU is visible ({no_gpu_reason()}); run on a machine with an NVIDIA GPU and driver")
+        raise BackendUnavailable(why)
     if not 0 <= device < count:
         raise BackendUnavailable(f"CUDA device {device} does not exist; this machine has {count} GPU(s) (0..{count - 1})")
     prop = call(cudart.cudaGetDeviceProperties(device), f"cudaGetDeviceProperties({device})", BackendUnavailable)
@@ -176,12 +227,11 @@ def synchronize(stream) -> None:
 
 
 def versions() -> dict[str, str]:
-    """CUDA driver and runtime versions as "12.4"-style strings (for der-doctor)."""
+    """CUDA driver and runtime versions as "12.4"-style strings (for der-doctor); no driver -> no "driver" key."""
     cudart = load_cudart()
     out = {}
     for key, fn in (("driver", cudart.cudaDriverGetVersion), ("runtime", cudart.cudaRuntimeGetVersion)):
-        err, *rest = fn()
-        if err == cudart.cudaError_t.cudaSuccess and rest and rest[0]:
-            v = int(rest[0])
-            out[key] = f"{v // 1000}.{(v % 1000) // 10}"
+        v = _version_number(fn)
+        if v:
+            out[key] = _dotted(v)
     return out

@@ -9,6 +9,7 @@ profile minimum are zero-padded and trimmed.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Mapping
 
@@ -65,10 +66,36 @@ def make_logger(trt):
             self.warnings.clear()
 
         def summary(self) -> str:
-            return " | ".join(self.errors[-5:]).replace("\n", " ") or "TensorRT reported no error"
+            # Some failures are only warnings, e.g. "CUDA initialization failure with error: 35".
+            return " | ".join(self.errors[-5:] or self.warnings[-3:]).replace("\n", " ") or "TensorRT reported no error"
 
     _LOGGER = (trt, CaptureLogger())
     return _LOGGER[1]
+
+
+NULLPTR_MARK = "factory function returned nullptr"
+_CUDA_ERROR_35 = re.compile(r"\berror:?\s*35\b")
+
+
+def construct(factory, *args, what: str, logger, exc: type = EngineError):
+    """``factory(*args)`` for TensorRT's pybind11 factory constructors (``trt.Builder``, ``trt.Runtime``,
+    ``trt.OnnxParser``). They never return None: when TensorRT hands back nullptr, pybind11 raises
+    ``TypeError("pybind11::init(): factory function returned nullptr")``. Turn that into ``exc`` quoting the
+    logger; CUDA error 35 (cudaErrorInsufficientDriver) becomes BackendUnavailable with the driver hint."""
+    try:
+        obj = factory(*args)
+    except TypeError as err:
+        if NULLPTR_MARK not in str(err):
+            raise  # a real argument mistake: ours to fix, not the user's
+        obj = None
+    if obj is not None:
+        return obj
+    said = logger.summary()
+    if _CUDA_ERROR_35.search(said):
+        raise BackendUnavailable(f"TensorRT could not create {what} ({said}): the NVIDIA driver is too old for the CUDA "
+                                 "version this TensorRT wheel was built for; upgrade the driver, or install the CUDA 12 "
+                                 "builds of TensorRT and cuda-python: pip install der-deploy[trt-cu12]")
+    raise exc(f"TensorRT could not create {what} ({said}); check the CUDA driver with der-doctor")
 
 
 class TrtRunner(BaseRunner):
@@ -118,9 +145,7 @@ class TrtRunner(BaseRunner):
         cuda.set_device(self.device)
 
         self._trt, self._logger = trt, make_logger(trt)
-        self._runtime = trt.Runtime(self._logger)
-        if self._runtime is None:
-            raise EngineError(f"TensorRT could not create a runtime ({self._logger.summary()})")
+        self._runtime = construct(trt.Runtime, self._logger, what="a runtime", logger=self._logger)
         self._engine = self._runtime.deserialize_cuda_engine(data)
         if self._engine is None:
             raise EngineError(f"{self.plan_path}: TensorRT cannot deserialize the plan ({self._logger.summary()}); "
@@ -187,6 +212,10 @@ class TrtRunner(BaseRunner):
         problems = []
         if self._stream is not None:
             try:
+                cuda.set_device(self.device)  # free on the runner's GPU, whichever thread deactivates
+            except Exception as err:
+                problems.append(str(err))
+            try:
                 cuda.synchronize(self._stream)
             except Exception as err:
                 problems.append(str(err))
@@ -249,7 +278,10 @@ class TrtRunner(BaseRunner):
         return arrays
 
     def infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from . import cuda
+
         arrays = self._check_feed(feed)
+        cuda.set_device(self.device)  # the current device is per thread: the caller may be a pipeline thread
         self._logger.reset()
         n = next(iter(arrays.values())).shape[0]
         step = self.max_batch

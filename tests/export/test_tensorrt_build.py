@@ -26,6 +26,8 @@ from der_deploy.fileio import sha256_file
 from der_deploy.runtime import cuda as cuda_helpers
 from der_deploy.runtime.sidecar import read_sidecar
 
+from cuda_fakes import FakeCudart
+
 ROOT = Path(__file__).resolve().parents[2]
 CARD = ModelCard(classes=["a", "b", "c"], arch="resnet18", input_size=(8, 8))
 
@@ -59,35 +61,20 @@ def make_onnx(path: Path, *, kind="fp32", batch="N", size=(8, 8), card=CARD) -> 
 
 
 # --- fakes -------------------------------------------------------------------------------------
-class FakeCudart(types.ModuleType):
-    class cudaError_t(enum.Enum):
-        cudaSuccess = 0
-        cudaErrorNoDevice = 100
-
-    def __init__(self, gpus=1):
-        super().__init__("fake_cudart")
-        self.gpus = gpus
-
-    def cudaGetDeviceCount(self):
-        return (self.cudaError_t.cudaSuccess, self.gpus) if self.gpus else (self.cudaError_t.cudaErrorNoDevice, 0)
-
-    def cudaGetDeviceProperties(self, device):
-        return (self.cudaError_t.cudaSuccess, types.SimpleNamespace(name=b"Fake GPU\x00", major=8, minor=9, totalGlobalMem=1 << 34))
-
-    def cudaSetDevice(self, device):
-        return (self.cudaError_t.cudaSuccess,)
-
-    def cudaGetErrorName(self, err):
-        return (self.cudaError_t.cudaSuccess, err.name.encode())
-
-
 class HostMemory(bytes):
     @property
     def nbytes(self) -> int:
         return len(self)
 
 
-def fake_tensorrt(version="10.9.0.34", *, parse_errors=0, build_fails=False):
+NULLPTR = "pybind11::init(): factory function returned nullptr"
+
+
+def fake_tensorrt(version="10.9.0.34", *, parse_errors=0, build_fails=False, cudart=None, cuda_major=13,
+                  parser_nullptr=False):
+    """Records calls. Like the real pybind11 bindings: Builder/OnnxParser raise TypeError instead of returning
+    None (Builder: after logging CUDA error 35 when ``cudart``'s driver is older than ``cuda_major``), and
+    IOptimizationProfile.set_shape raises RuntimeError on inconsistent shapes instead of returning False."""
     major = int(version.split(".")[0])
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
@@ -103,8 +90,10 @@ def fake_tensorrt(version="10.9.0.34", *, parse_errors=0, build_fails=False):
         def __init__(self):
             pass
 
-    # pybind11 enums convert with int(); TensorRT 10 numbers STRONGLY_TYPED 1 (0 was the removed explicit-batch flag)
-    trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", {"STRONGLY_TYPED": 1})
+    # pybind11 enums convert with int(). TensorRT 10 numbers STRONGLY_TYPED 1 (0 is the deprecated explicit-batch
+    # flag, left out here so touching it fails); TensorRT 11 renumbers it 0, deprecated and ignored.
+    trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag",
+                                                     {"STRONGLY_TYPED": 0 if major >= 11 else 1})
     flags = {"TF32": 3} if major >= 11 else {"FP16": 0, "INT8": 1, "TF32": 3}  # 11 has no precision flags
     trt.BuilderFlag = enum.Enum("BuilderFlag", flags)
     trt.MemoryPoolType = enum.Enum("MemoryPoolType", {"WORKSPACE": 0})
@@ -139,6 +128,9 @@ def fake_tensorrt(version="10.9.0.34", *, parse_errors=0, build_fails=False):
 
     class OnnxParser:
         def __init__(self, network, logger):
+            if parser_nullptr:
+                logger.log(ILogger.Severity.ERROR, "Could not create the ONNX parser (nvonnxparser version mismatch)")
+                raise TypeError(NULLPTR)
             self.network, self.num_errors = network, 0
 
         def parse_from_file(self, path):
@@ -157,6 +149,13 @@ def fake_tensorrt(version="10.9.0.34", *, parse_errors=0, build_fails=False):
     class Profile:
         def set_shape(self, name, mn, opt, mx):
             calls.append(("set_shape", name, tuple(mn), tuple(opt), tuple(mx)))
+            dims = {t.name: t.shape for t in Builder.last_network.inputs}.get(name)
+            for label, shape in (("min", mn), ("opt", opt), ("max", mx)):
+                fixed_ok = dims is not None and len(shape) == len(dims) and all(
+                    d < 0 or d == s for d, s in zip(dims, shape))
+                ordered = all(a <= b for a, b in zip(mn, opt)) and all(a <= b for a, b in zip(opt, mx))
+                if not (fixed_ok and ordered):
+                    raise RuntimeError(f"Shape provided for {label} is inconsistent with other shapes.")
 
     class TimingCache:
         def __init__(self, data):
@@ -191,12 +190,19 @@ def fake_tensorrt(version="10.9.0.34", *, parse_errors=0, build_fails=False):
             return TimingCache(b"updated")
 
     class Builder:
+        last_network = None
+
         def __init__(self, logger):
+            if cudart is not None and cudart.driver != "dlopen" and int(cudart.driver or 0) < cuda_major * 1000:
+                logger.log(ILogger.Severity.WARNING, "CUDA initialization failure with error: 35. Please check your "
+                           "CUDA installation: http://docs.nvidia.com/cuda/cuda-installation-guide-linux/index.html")
+                raise TypeError(NULLPTR)
             self.logger = logger
 
         def create_network(self, flags=0):
             calls.append(("create_network", flags))
-            return Network()
+            Builder.last_network = Network()
+            return Builder.last_network
 
         def create_builder_config(self):
             return Config()
@@ -218,7 +224,7 @@ def fake_tensorrt(version="10.9.0.34", *, parse_errors=0, build_fails=False):
 
 @pytest.fixture
 def gpu(monkeypatch):
-    fake = FakeCudart()
+    fake = FakeCudart(gpus=[("Fake GPU", 8, 9)])
     monkeypatch.setattr(cuda_helpers, "_cudart", fake)
     return fake
 
@@ -244,7 +250,7 @@ def test_tensorrt_missing_gives_pip_hint(monkeypatch):
 
 def test_tensorrt_without_gpu_is_a_clear_error(monkeypatch):
     use_trt(monkeypatch)
-    monkeypatch.setattr(cuda_helpers, "_cudart", FakeCudart(gpus=0))
+    monkeypatch.setattr(cuda_helpers, "_cudart", FakeCudart(gpus=[]))
     with pytest.raises(BackendUnavailable, match="TensorRT 10.9.0.34 is installed but no CUDA GPU is visible .*cudaErrorNoDevice"):
         trt_build.tensorrt_available()
 
@@ -452,3 +458,44 @@ def test_der_export_trt_without_tensorrt_is_one_line(tmp_path):
     assert err.splitlines()[-1] == ("error: TensorRT is not installed; install it with `pip install der-deploy[trt]` on a "
                                     "machine with an NVIDIA GPU"), err
     assert not (tmp_path / "der.plan").exists()
+
+
+# --- what the real pybind11 bindings do on failure (issue 11 section 1) ---------------------------------
+def test_builder_constructor_failure_on_a_too_old_driver(tmp_path, monkeypatch):
+    # cuda-python 12 sees the CUDA 12.8 driver fine, but the TensorRT wheel is the CUDA 13 build: trt.Builder
+    # logs "CUDA initialization failure with error: 35" and pybind11 raises TypeError (never returns None).
+    cudart = FakeCudart(gpus=[("Fake GPU", 8, 9)], driver=12080, runtime=12080)
+    monkeypatch.setattr(cuda_helpers, "_cudart", cudart)
+    use_trt(monkeypatch, cudart=cudart, cuda_major=13)
+    with pytest.raises(BackendUnavailable) as info:
+        trt_build.build_engine(make_onnx(tmp_path / "m.onnx"), tmp_path / "der.plan", profile="4")
+    msg = str(info.value)
+    assert "could not create a builder" in msg and "CUDA initialization failure with error: 35" in msg
+    assert "driver is too old" in msg and "pip install der-deploy[trt-cu12]" in msg and "nullptr" not in msg
+    assert not (tmp_path / "der.plan").exists()
+
+
+def test_parser_constructor_failure_is_an_export_error(tmp_path, monkeypatch, gpu):
+    use_trt(monkeypatch, parser_nullptr=True)
+    with pytest.raises(ExportError, match="could not create an ONNX parser \\(Could not create the ONNX parser"):
+        trt_build.build_engine(make_onnx(tmp_path / "m.onnx"), tmp_path / "der.plan", profile="4")
+
+
+def test_inconsistent_profile_shapes_are_an_export_error(tmp_path, monkeypatch, gpu):
+    use_trt(monkeypatch)
+    real = trt_build.profile_shapes
+    monkeypatch.setattr(trt_build, "profile_shapes",  # what TensorRT refuses: opt above max
+                        lambda *a, **k: (lambda s: (s[0], s[2], s[1]))(real(*a, **k)))
+    with pytest.raises(ExportError) as info:
+        trt_build.build_engine(make_onnx(tmp_path / "m.onnx"), tmp_path / "der.plan", profile="1:2:4")
+    msg = str(info.value)
+    assert "rejected the optimization profile for input 'images'" in msg and "inconsistent with other shapes" in msg
+    assert "(1, 3, 8, 8)" in msg and not (tmp_path / "der.plan").exists()
+
+
+def test_trt11_strongly_typed_flag_is_zero_and_unused(tmp_path, monkeypatch, gpu):
+    trt = use_trt(monkeypatch, version="11.4.0.106")
+    assert int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) == 0  # renumbered and deprecated in TensorRT 11
+    trt_build.build_engine(make_onnx(tmp_path / "q.onnx", kind="s8s8"), tmp_path / "der.plan", precision="int8",
+                           profile="4")
+    assert names(trt, "create_network") == [("create_network", 0)]

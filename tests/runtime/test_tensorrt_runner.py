@@ -11,6 +11,7 @@ import enum
 import hashlib
 import json
 import sys
+import threading
 import types
 
 import numpy as np
@@ -22,100 +23,22 @@ from der_deploy.runtime import cuda as cuda_helpers
 from der_deploy.runtime.sidecar import Sidecar, write_sidecar
 from der_deploy.runtime.tensorrt import TrtRunner
 
+from cuda_fakes import FakeCudart
+
 C, H, W = 3, 4, 4
 TRT_VERSION = "10.9.0.34"
 
 
-# --- fake cuda-python runtime -------------------------------------------------------------------
-class FakeCudart(types.ModuleType):
-    class cudaError_t(enum.Enum):
-        cudaSuccess = 0
-        cudaErrorInvalidValue = 1
-        cudaErrorNoDevice = 100
-
-    class cudaMemcpyKind(enum.Enum):
-        cudaMemcpyHostToDevice = 1
-        cudaMemcpyDeviceToHost = 2
-
-    class Stream:
-        def __init__(self, handle):
-            self.handle = handle
-
-        def __int__(self):
-            return self.handle
-
-    def __init__(self, gpus=(("Fake GPU A", 8, 6),)):
-        super().__init__("fake_cudart")
-        self.gpus = list(gpus)
-        self.device: dict[int, ctypes.Array] = {}
-        self.host: dict[int, ctypes.Array] = {}
-        self.streams: set[int] = set()
-        self.copies: list[tuple[str, int]] = []
-        self.syncs = 0
-
-    ok = property(lambda self: self.cudaError_t.cudaSuccess)
-
-    def cudaGetDeviceCount(self):
-        if not self.gpus:
-            return (self.cudaError_t.cudaErrorNoDevice, 0)
-        return (self.ok, len(self.gpus))
-
-    def cudaGetDeviceProperties(self, device):
-        name, major, minor = self.gpus[device]
-        return (self.ok, types.SimpleNamespace(name=name.encode() + b"\x00" * 8, major=major, minor=minor, totalGlobalMem=1 << 34))
-
-    def cudaSetDevice(self, device):
-        return (self.ok,)
-
-    def cudaGetErrorName(self, err):
-        return (self.ok, err.name.encode())
-
-    def _alloc(self, table, nbytes):
-        buf = ctypes.create_string_buffer(nbytes)
-        table[ctypes.addressof(buf)] = buf
-        return (self.ok, ctypes.addressof(buf))
-
-    def cudaMalloc(self, nbytes):
-        return self._alloc(self.device, nbytes)
-
-    def cudaMallocHost(self, nbytes):
-        return self._alloc(self.host, nbytes)
-
-    def cudaFree(self, ptr):
-        return (self.ok,) if self.device.pop(ptr, None) is not None else (self.cudaError_t.cudaErrorInvalidValue,)
-
-    def cudaFreeHost(self, ptr):
-        return (self.ok,) if self.host.pop(ptr, None) is not None else (self.cudaError_t.cudaErrorInvalidValue,)
-
-    def cudaStreamCreate(self):
-        s = self.Stream(4242 + len(self.streams))
-        self.streams.add(s.handle)
-        return (self.ok, s)
-
-    def cudaStreamDestroy(self, stream):
-        self.streams.discard(int(stream))
-        return (self.ok,)
-
-    def cudaStreamSynchronize(self, stream):
-        self.syncs += 1
-        return (self.ok,)
-
-    @staticmethod
-    def _fits(table, ptr, nbytes):
-        return ptr in table and nbytes <= ctypes.sizeof(table[ptr])
-
-    def cudaMemcpyAsync(self, dst, src, nbytes, kind, stream):
-        h2d = kind == self.cudaMemcpyKind.cudaMemcpyHostToDevice
-        dst_t, src_t = (self.device, self.host) if h2d else (self.host, self.device)
-        if not (self._fits(dst_t, dst, nbytes) and self._fits(src_t, src, nbytes)) or int(stream) not in self.streams:
-            return (self.cudaError_t.cudaErrorInvalidValue,)
-        ctypes.memmove(dst, src, nbytes)
-        self.copies.append(("h2d" if h2d else "d2h", nbytes))
-        return (self.ok,)
-
-
 # --- fake tensorrt runtime ---------------------------------------------------------------------
-def fake_tensorrt(version=TRT_VERSION):
+NULLPTR = "pybind11::init(): factory function returned nullptr"
+
+
+def fake_tensorrt(version=TRT_VERSION, *, cudart: FakeCudart | None = None, cuda_major: int = 13):
+    """``cudart``: the fake CUDA runtime this TensorRT "runs on"; ``cuda_major``: the CUDA its wheel needs (cu12/cu13).
+
+    Like the real bindings, ``trt.Runtime`` is a pybind11 factory constructor: when TensorRT cannot initialise
+    CUDA (error 35: driver too old for the wheel's CUDA) it logs a warning and raises TypeError, never returns None.
+    """
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
 
@@ -174,6 +97,12 @@ def fake_tensorrt(version=TRT_VERSION):
             if self.engine.spec.get("fail_execute"):
                 self.engine.logger.log(ILogger.Severity.ERROR, "an illegal memory access was encountered")
                 return False
+            problem = cudart.launch_error(stream_handle) if cudart is not None else None
+            if problem is None and cudart is not None and cudart.current() != self.engine.device:
+                problem = f"engine of device {self.engine.device} enqueued while device {cudart.current()} is current"
+            if problem is not None:  # enqueueV3 launches kernels: they fail on another device's stream
+                self.engine.logger.log(ILogger.Severity.ERROR, f"IExecutionContext::enqueueV3: {problem}")
+                return False
             n = self.shapes["images"][0]
             dt = self.engine.dtypes["images"]
             x = np.frombuffer((ctypes.c_char * (n * C * H * W * dt.itemsize)).from_address(self.addresses["images"]), dt)
@@ -193,6 +122,7 @@ def fake_tensorrt(version=TRT_VERSION):
             io_dtype = np.float16 if spec.get("fp16_io") else np.float32
             self.dtypes = {n: np.dtype(io_dtype) for n in self.names}
             self.contexts: list[Context] = []
+            self.device = cudart.current() if cudart is not None else 0  # engines live on the device current at load
 
         num_io_tensors = property(lambda self: 3)
 
@@ -222,6 +152,10 @@ def fake_tensorrt(version=TRT_VERSION):
         instances: list = []
 
         def __init__(self, logger):
+            if cudart is not None and cudart.driver != "dlopen" and int(cudart.driver or 0) < cuda_major * 1000:
+                logger.log(ILogger.Severity.WARNING, "CUDA initialization failure with error: 35. Please check your "
+                           "CUDA installation: http://docs.nvidia.com/cuda/cuda-installation-guide-linux/index.html")
+                raise TypeError(NULLPTR)
             self.logger, self.engines = logger, []
             Runtime.instances.append(self)
 
@@ -248,7 +182,8 @@ def reference(x: np.ndarray) -> dict[str, np.ndarray]:
 # --- fixtures ----------------------------------------------------------------------------------
 @pytest.fixture
 def fakes(monkeypatch):
-    trt, cudart = fake_tensorrt(), FakeCudart()
+    cudart = FakeCudart()
+    trt = fake_tensorrt(cudart=cudart)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     monkeypatch.setattr(cuda_helpers, "_cudart", cudart)
     return trt, cudart
@@ -491,3 +426,71 @@ def test_one_capturing_logger_per_process(fakes):
     assert first.summary() == "boom line two"
     again = make_logger(trt)  # TensorRT keeps the first logger it sees: reuse it, cleared
     assert again is first and again.errors == [] and again.summary() == "TensorRT reported no error"
+
+
+# --- what real cuda-python / TensorRT do on a machine whose driver does not fit (issue 11 section 1) --------
+def _use(monkeypatch, cudart, **trt_kw):
+    trt = fake_tensorrt(cudart=cudart, **trt_kw)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(cuda_helpers, "_cudart", cudart)
+    return trt
+
+
+def test_old_cuda_python_without_driver_is_backend_unavailable(tmp_path, monkeypatch):
+    # cuda-python 12.6.0-12.8.x raise RuntimeError("Failed to dlopen libcuda.so.1") instead of returning an error
+    _use(monkeypatch, FakeCudart(driver="dlopen", runtime=12060))
+    with pytest.raises(BackendUnavailable) as info:
+        TrtRunner(write_plan(tmp_path)).activate()
+    msg = str(info.value)
+    assert "no NVIDIA driver" in msg and "Failed to dlopen libcuda.so.1" in msg and "\n" not in msg
+
+
+def test_driver_too_old_for_cuda13_suggests_the_cu12_extra(tmp_path, monkeypatch):
+    _use(monkeypatch, FakeCudart(driver=12040, runtime=13000))
+    with pytest.raises(BackendUnavailable) as info:
+        TrtRunner(write_plan(tmp_path)).activate()
+    msg = str(info.value)
+    assert "driver is too old for CUDA 13.0" in msg and "CUDA 12.4" in msg and "pip install der-deploy[trt-cu12]" in msg
+    assert "no CUDA GPU is visible" not in msg  # the misleading wording the issue reported
+
+
+def test_no_driver_at_all_with_cuda_python_13(tmp_path, monkeypatch):
+    _use(monkeypatch, FakeCudart(driver=0, runtime=13000))  # (cudaErrorInsufficientDriver, None), driver version 0
+    with pytest.raises(BackendUnavailable, match="no NVIDIA driver is installed.*cudaErrorInsufficientDriver"):
+        TrtRunner(write_plan(tmp_path)).activate()
+
+
+def test_tensorrt_runtime_constructor_failure_quotes_the_logger(tmp_path, monkeypatch):
+    # cuda-python 12 is happy with a CUDA 12.8 driver, but the TensorRT wheel is the CUDA 13 build:
+    # trt.Runtime raises TypeError (pybind11 factory returned nullptr) after logging CUDA error 35.
+    cudart = FakeCudart(driver=12080, runtime=12080)
+    _use(monkeypatch, cudart, cuda_major=13)
+    with pytest.raises(BackendUnavailable) as info:
+        TrtRunner(write_plan(tmp_path)).activate()
+    msg = str(info.value)
+    assert "could not create a runtime" in msg and "CUDA initialization failure with error: 35" in msg
+    assert "driver is too old" in msg and "der-deploy[trt-cu12]" in msg and "nullptr" not in msg
+    assert cudart.device == {} and cudart.streams == set()
+
+
+def test_inference_from_another_thread_runs_on_the_runners_device(tmp_path, monkeypatch):
+    # The current CUDA device is per thread: a pipeline thread starts on device 0.
+    cudart = FakeCudart(gpus=[("Fake GPU A", 8, 6), ("Fake GPU A", 8, 6)])
+    _use(monkeypatch, cudart)
+    x = images(5)
+    result: dict = {}
+
+    def work(runner):
+        try:
+            result["out"] = runner.infer({"images": x})
+        except Exception as err:  # surfaced by the assert below
+            result["err"] = err
+
+    with TrtRunner(write_plan(tmp_path), device=1) as runner:
+        assert cudart.current() == 1 and set(cudart.owner.values()) == {1}
+        t = threading.Thread(target=work, args=(runner,))
+        t.start()
+        t.join(30)
+    assert "err" not in result, result.get("err")
+    np.testing.assert_allclose(result["out"]["scores"], reference(x.astype(np.float64))["scores"], rtol=1e-5)
+    assert cudart.device == {} and cudart.host == {}
