@@ -19,7 +19,8 @@ PROVIDER_ALIASES = {
 }
 _HOW_TO_GET = {
     "CUDAExecutionProvider": "install onnxruntime-gpu (pip install der-deploy[gpu]) and a CUDA-capable GPU driver",
-    "TensorrtExecutionProvider": "install onnxruntime-gpu (pip install der-deploy[gpu]) with TensorRT libraries on the library path",
+    "TensorrtExecutionProvider": ("install onnxruntime-gpu (pip install der-deploy[gpu]; ONNX Runtime >= 1.27 for "
+                                  "TensorRT 11) with TensorRT libraries on the library path"),
 }
 _ORT_TYPES = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,

@@ -17,7 +17,11 @@ import click
 
 from ._common import handle_errors
 
-TRT_HINT = "pip install der-deploy[trt] on a machine with an NVIDIA GPU"
+TRT_HINT = ("pip install der-deploy[trt] on a machine with an NVIDIA GPU (CUDA 13 builds; on a CUDA 12 driver: "
+            "pip install der-deploy[trt-cu12])")
+# ONNX Runtime's TensorRT provider loads TensorRT 11 only from 1.27 on.
+ORT_FOR_TRT11 = (1, 27)
+GPU_HINT = "GPU providers need onnxruntime-gpu: pip install der-deploy[gpu] (ONNX Runtime >= 1.27 for TensorRT 11)"
 
 
 def _row(component: str, ok: bool, version: str = "", detail: str = "", hint: str = "") -> dict:
@@ -71,8 +75,36 @@ def probe_onnxruntime() -> dict:
     dist = "onnxruntime-gpu" if _dist_version("onnxruntime-gpu") else "onnxruntime"
     short = {"CPUExecutionProvider": "CPU", "CUDAExecutionProvider": "CUDA", "TensorrtExecutionProvider": "TensorRT EP"}
     detail = f"{dist}; providers: {', '.join(short.get(p, p) for p in providers)}"
-    hint = "" if "CUDAExecutionProvider" in providers else "GPU providers need onnxruntime-gpu: pip install der-deploy[gpu]"
+    hint = "" if "CUDAExecutionProvider" in providers else GPU_HINT
+    trt_version = _tensorrt_dist()[1]
+    if "TensorrtExecutionProvider" in providers and _major(trt_version) >= 11 and _version_tuple(ort.__version__) < ORT_FOR_TRT11:
+        detail += f"; its TensorRT provider cannot load TensorRT {trt_version} (needs ONNX Runtime >= 1.27)"
+        hint = "pip install -U 'onnxruntime-gpu>=1.27' for the TensorRT provider with TensorRT 11"
     return _row("onnxruntime", True, ort.__version__, detail, hint)
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for p in str(version).split(".")[:3]:
+        digits = "".join(ch for ch in p if ch.isdigit()) if p[:1].isdigit() else ""
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def _major(version: str | None) -> int:
+    v = _version_tuple(version or "")
+    return v[0] if v else 0
+
+
+def _tensorrt_dist() -> tuple[str | None, str | None]:
+    """(distribution, version) of the installed TensorRT wheel, read from metadata without importing it."""
+    for name in ("tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11", "tensorrt"):
+        version = _dist_version(name)
+        if version is not None:
+            return name, version
+    return None, None
 
 
 def probe_torch() -> dict:
@@ -90,7 +122,10 @@ def probe_tensorrt() -> dict:
         import tensorrt as trt
     except Exception as err:
         return _row("tensorrt", False, detail=f"installed but cannot be loaded ({_first_line(err)})", hint=TRT_HINT)
-    return _row("tensorrt", True, str(getattr(trt, "__version__", "?")), "engine builds and .plan inference")
+    dist = _tensorrt_dist()[0]
+    cuda_major = dist.rsplit("-cu", 1)[1] if dist and "-cu" in dist else None
+    detail = "engine builds and .plan inference" + (f" ({dist}: needs a CUDA {cuda_major} driver)" if cuda_major else "")
+    return _row("tensorrt", True, str(getattr(trt, "__version__", "?")), detail)
 
 
 def probe_cuda_python() -> tuple[dict, list | None]:
@@ -108,7 +143,7 @@ def probe_cuda_python() -> tuple[dict, list | None]:
         return _row("cuda-python", False, version or "?", f"cannot query CUDA ({_first_line(err)})", TRT_HINT), None
     detail = ", ".join(f"CUDA {k} {v}" for k, v in vers.items()) or "no CUDA driver"
     if not gpus:
-        detail += f"; {cuda.no_gpu_reason()}"
+        detail += f"; {cuda.no_gpu_message()}"  # e.g. driver missing or too old for this cuda-python's CUDA
     return _row("cuda-python", True, version or "?", detail), [
         {"index": g.index, "name": g.name, "compute_capability": g.compute_capability, "memory_gib": round(g.total_memory / 2**30, 1)}
         for g in gpus

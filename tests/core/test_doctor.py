@@ -112,3 +112,54 @@ def test_gpus_from_cuda_python_when_visible(monkeypatch):
     report = doctor.collect()
     gpu = {r["component"]: r for r in report["components"]}["gpu 0"]
     assert gpu["ok"] and gpu["version"] == "sm_90" and gpu["detail"] == "NVIDIA H200, 150.0 GiB (via cuda-python)"
+
+
+def test_too_old_driver_is_explained_with_the_cu12_extra(monkeypatch):
+    # cuda-python 13 on a CUDA 12.4 driver: CUDA answers cudaErrorInsufficientDriver (35), which the
+    # doctor must not present as "no GPU".
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from cuda_fakes import FakeCudart
+
+    from der_deploy.runtime import cuda
+
+    real = doctor._has_module
+    monkeypatch.setattr(doctor, "_has_module", lambda name: True if name == "cuda.bindings" else real(name))
+    monkeypatch.setattr(cuda, "_cudart", FakeCudart(driver=12040, runtime=13000))
+    row, gpus = doctor.probe_cuda_python()
+    assert gpus == []
+    assert "CUDA driver 12.4" in row["detail"] and "CUDA runtime 13.0" in row["detail"]
+    assert "the NVIDIA driver is too old for CUDA 13.0" in row["detail"] and "der-deploy[trt-cu12]" in row["detail"]
+
+
+def test_onnxruntime_tensorrt_provider_needs_1_27_for_tensorrt_11(monkeypatch):
+    import onnxruntime as ort
+
+    monkeypatch.setattr(ort, "get_available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "__version__", "1.26.1")
+    versions = {"tensorrt-cu13": "11.4.0.106"}
+    monkeypatch.setattr(doctor, "_dist_version", lambda *names: next((versions[n] for n in names if n in versions), None))
+    row = doctor.probe_onnxruntime()
+    assert "TensorRT EP" in row["detail"] and "cannot load TensorRT 11.4.0.106 (needs ONNX Runtime >= 1.27)" in row["detail"]
+    assert "onnxruntime-gpu>=1.27" in row["hint"]
+    monkeypatch.setattr(ort, "__version__", "1.27.0")
+    assert "1.27" not in doctor.probe_onnxruntime()["detail"]
+    versions = {"tensorrt-cu12": "10.13.3.9"}  # TensorRT 10 works with older ONNX Runtime
+    monkeypatch.setattr(ort, "__version__", "1.22.0")
+    assert "1.27" not in doctor.probe_onnxruntime()["detail"]
+    # without the CUDA provider, the [gpu] hint carries the version note
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert doctor.probe_onnxruntime()["hint"] == ("GPU providers need onnxruntime-gpu: pip install der-deploy[gpu] "
+                                                  "(ONNX Runtime >= 1.27 for TensorRT 11)")
+
+
+def test_extras_pair_tensorrt_and_cuda_python_majors():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    extras = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert extras["trt"] == ["tensorrt>=10.0", "cuda-python>=12.6"]
+    for major in (12, 13):
+        reqs = extras[f"trt-cu{major}"]
+        assert any(r.startswith(f"tensorrt-cu{major}") for r in reqs)
+        cuda_python = next(r for r in reqs if r.startswith("cuda-python"))
+        assert f"<{major + 1}" in cuda_python and f">={major}" in cuda_python
