@@ -118,22 +118,36 @@ def load_image(path: str | Path) -> Image.Image:
         raise ImageError(path, "is a folder, not an image file") from None
     except OSError as err:
         raise ImageError(path, f"cannot read file ({err.strerror or err})") from None
+    return decode_image(data, path)
+
+
+def decode_image(data: bytes, name: str | Path = "<bytes>") -> Image.Image:
+    """Decode encoded image bytes (a file's content, a request body) with :func:`load_image`'s policy.
+
+    The one decoder behind files and served requests (the Triton preprocessing model), so the two cannot
+    drift. ``name`` is what an :class:`ImageError` reports (a path, or e.g. "request item 0").
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ImageError(name, f"expected encoded image bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if not data:
+        raise ImageError(name, "empty (0 bytes), not an image")
     try:
         img = Image.open(io.BytesIO(data))  # in-memory: nothing to close
         img.load()
         if img.format == "JPEG" and not _check_jpeg_complete(data):
-            raise ImageError(path, "truncated or corrupt JPEG (no end-of-image marker); re-download or re-encode it")
+            raise ImageError(name, "truncated or corrupt JPEG (no end-of-image marker); re-download or re-encode it")
         img = ImageOps.exif_transpose(img)
         return _to_rgb(img)
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(path, "not an image (format not recognised by Pillow)") from None
+        raise ImageError(name, "not an image (format not recognised by Pillow)") from None
     except Image.DecompressionBombError as err:
-        raise ImageError(path, f"refused as a decompression bomb ({err})") from None
+        raise ImageError(name, f"refused as a decompression bomb ({err})") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError) as err:
         # Pillow signals truncation/corruption with any of these depending on the codec.
-        raise ImageError(path, f"truncated or corrupt image data ({err}); re-download or re-encode it") from None
+        raise ImageError(name, f"truncated or corrupt image data ({err}); re-download or re-encode it") from None
 
 
 def resampling(name: str) -> Image.Resampling:
