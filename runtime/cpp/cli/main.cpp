@@ -1,0 +1,231 @@
+// der-infer-cpp: the C++ twin of der-infer (der_deploy/cli/infer.py) -- same records, folder walk and exit codes.
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <optional>
+
+#include "der/paths.hpp"
+#include "der/predictor.hpp"
+#include "output.hpp"
+
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_sigint(int) { g_interrupted = true; }
+
+const char* kHelp =
+    "Usage: der-infer-cpp --engine FILE [OPTIONS] PATH...\n"
+    "\n"
+    "  Classify images (files or folders, walked recursively) with a DER engine; the C++ twin of der-infer.\n"
+    "  Unreadable images are reported on stderr and skipped; the exit code is 0 unless --strict.\n"
+    "\n"
+    "Options:\n"
+    "  --engine FILE              Model file: .onnx (ONNX Runtime) or .plan/.engine (TensorRT) from der-export.\n"
+    "  --batch-size N             Images per engine call.  [default: 8]\n"
+    "  --threshold T              One threshold for every class (default: the card's per-class thresholds).\n"
+    "  --top-k K                  The K highest-scoring labels, whatever their score.\n"
+    "  --format [jsonl|json|csv]  Output format (default: from -o's suffix, else jsonl).\n"
+    "  -o, --output FILE          Write here (atomically) instead of stdout.\n"
+    "  --strict                   Exit 1 if any image could not be read.\n"
+    "  --backend [auto|ort|trt]   [default: auto]\n"
+    "  --providers LIST           ONNX Runtime providers in priority order: cpu or cuda,cpu (default cpu).\n"
+    "  --threads N                ONNX Runtime intra-op threads (default: ONNX Runtime's choice).\n"
+    "  --workers N                Decode threads (default: up to 4; 0 decodes inline).\n"
+    "  -h, --help                 Show this message and exit.\n"
+    "\n"
+    "Exit codes: 0 ok; 1 --strict and a file failed; 2 usage or engine error; 130 interrupted.\n";
+
+struct UsageError {
+  std::string message;
+};
+
+struct Args {
+  std::string engine;
+  std::vector<std::string> paths;
+  int batch_size = 8;
+  std::optional<double> threshold;
+  std::optional<int> top_k;
+  std::string format;  // "" = from -o's suffix
+  std::string output;
+  bool strict = false;
+  std::string backend = "auto";
+  std::optional<std::string> providers;
+  int threads = 0;
+  int workers = -1;
+};
+
+long parse_int(const std::string& opt, const std::string& text, long lo) {
+  char* end = nullptr;
+  errno = 0;
+  long v = std::strtol(text.c_str(), &end, 10);
+  if (text.empty() || *end || errno) throw UsageError{"invalid value for " + opt + ": '" + text + "' is not a valid integer"};
+  if (v < lo || v > 1000000000L)
+    throw UsageError{"invalid value for " + opt + ": " + text + " is not in the range x>=" + std::to_string(lo)};
+  return v;
+}
+
+Args parse(int argc, char** argv) {
+  Args a;
+  bool have_engine = false, options_done = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (options_done || arg.size() < 2 || arg[0] != '-') {
+      a.paths.push_back(arg);
+      continue;
+    }
+    if (arg == "--") {
+      options_done = true;
+      continue;
+    }
+    std::string name = arg, value;
+    bool inline_value = false;
+    auto eq = arg.find('=');
+    if (arg.rfind("--", 0) == 0 && eq != std::string::npos) {
+      name = arg.substr(0, eq);
+      value = arg.substr(eq + 1);
+      inline_value = true;
+    }
+    auto need = [&]() -> std::string {
+      if (inline_value) return value;
+      if (i + 1 >= argc) throw UsageError{"option " + name + " requires an argument"};
+      return argv[++i];
+    };
+    if (name == "-h" || name == "--help") {
+      std::fputs(kHelp, stdout);
+      std::exit(0);
+    } else if (name == "--engine") {
+      a.engine = need();
+      have_engine = true;
+    } else if (name == "--batch-size") {
+      a.batch_size = static_cast<int>(parse_int(name, need(), 1));
+    } else if (name == "--threshold") {
+      std::string t = need();
+      char* end = nullptr;
+      double v = std::strtod(t.c_str(), &end);
+      if (t.empty() || *end) throw UsageError{"invalid value for --threshold: '" + t + "' is not a valid float"};
+      if (!(v >= 0.0 && v <= 1.0))
+        throw UsageError{"invalid value for --threshold: " + t + " is not in the range 0.0<=x<=1.0"};
+      a.threshold = v;
+    } else if (name == "--top-k") {
+      a.top_k = static_cast<int>(parse_int(name, need(), 1));
+    } else if (name == "--format") {
+      a.format = need();
+      if (a.format != "jsonl" && a.format != "json" && a.format != "csv")
+        throw UsageError{"invalid value for --format: '" + a.format + "' is not one of 'jsonl', 'json', 'csv'"};
+    } else if (name == "-o" || name == "--output") {
+      a.output = need();
+    } else if (name == "--strict") {
+      a.strict = true;
+    } else if (name == "--backend") {
+      a.backend = need();
+      if (a.backend != "auto" && a.backend != "ort" && a.backend != "trt")
+        throw UsageError{"invalid value for --backend: '" + a.backend + "' is not one of 'auto', 'ort', 'trt'"};
+    } else if (name == "--providers") {
+      a.providers = need();
+    } else if (name == "--threads") {
+      a.threads = static_cast<int>(parse_int(name, need(), 1));
+    } else if (name == "--workers") {
+      a.workers = static_cast<int>(parse_int(name, need(), 0));
+    } else {
+      throw UsageError{"no such option: " + name + " (see der-infer-cpp --help)"};
+    }
+  }
+  if (!have_engine) throw UsageError{"missing option '--engine'"};
+  if (a.paths.empty()) throw UsageError{"missing argument 'PATH...'"};
+  if (a.threshold && a.top_k) throw UsageError{"--threshold and --top-k are mutually exclusive; give one of them"};
+  return a;
+}
+
+std::string infer_format(const Args& a) {
+  if (!a.format.empty()) return a.format;
+  for (const char* s : {".jsonl", ".json", ".csv"}) {
+    const std::string suf = s;
+    if (a.output.size() > suf.size() && a.output.compare(a.output.size() - suf.size(), suf.size(), suf) == 0)
+      return s + 1;
+  }
+  return "jsonl";
+}
+
+std::vector<std::string> split(const std::string& text, char sep) {
+  std::vector<std::string> out;
+  std::size_t i = 0;
+  for (;;) {
+    auto j = text.find(sep, i);
+    out.push_back(text.substr(i, j == std::string::npos ? std::string::npos : j - i));
+    if (j == std::string::npos) return out;
+    i = j + 1;
+  }
+}
+
+int run(const Args& a) {
+  if (!a.output.empty()) derinfer::check_writable(a.output);
+  der::Options opts;
+  opts.backend = a.backend;
+  if (a.providers) opts.providers = split(*a.providers, ',');
+  opts.intra_op_threads = a.threads;
+  opts.batch_size = a.batch_size;
+  opts.decode_threads = a.workers;
+  der::Predictor pred(a.engine, opts);
+  const der::Card& card = pred.card();
+  if (a.top_k && static_cast<std::size_t>(*a.top_k) > card.num_classes())
+    throw UsageError{"invalid value for --top-k: " + std::to_string(*a.top_k) + " exceeds the model's " +
+                     std::to_string(card.num_classes()) + " classes"};
+  const der::FoundImages found = der::find_images(a.paths);
+  if (found.paths.empty()) {
+    std::string where, exts;
+    for (const auto& p : a.paths) where += (where.empty() ? "" : ", ") + der::path_text(der::normalize_path(p));
+    auto sorted = der::image_extensions();
+    std::sort(sorted.begin(), sorted.end());
+    for (const auto& e : sorted) exts += (exts.empty() ? "" : ", ") + e;
+    throw der::Error("no image files found in " + where + " (folders are searched recursively for " + exts + ")");
+  }
+  der::Rule rule{a.threshold, a.top_k};
+  std::size_t failed = 0;
+  der::Stats stats;
+  {
+    derinfer::Output out(a.output);
+    derinfer::Writer writer(infer_format(a), out.stream(), card.classes);
+    pred.predict_stream(found.paths, rule, [&](der::Prediction&& p) {
+      if (!p.ok()) {
+        ++failed;
+        std::fprintf(stderr, "skipped %s\n", derinfer::error_line(p).c_str());
+      }
+      writer.add(p);
+      return !g_interrupted.load();
+    }, &stats);
+    if (g_interrupted) throw derinfer::Interrupted{};
+    writer.finish();
+    out.commit();
+  }
+  if (found.skipped)
+    std::fprintf(stderr, "%zu folder entr%s skipped (dangling symlinks, FIFOs, sockets or devices)\n", found.skipped,
+                 found.skipped == 1 ? "y" : "ies");
+  if (failed)
+    std::fprintf(stderr, "%zu of %zu images could not be read and were skipped%s\n", failed, found.paths.size(),
+                 a.strict ? " (--strict: exit 1)" : "");
+  std::fprintf(stderr, "%s\n", derinfer::describe(stats).c_str());
+  return failed && a.strict ? 1 : 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::signal(SIGINT, on_sigint);
+  try {
+    return run(parse(argc, argv));
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "error: %s\n", e.message.c_str());
+    return 2;
+  } catch (const derinfer::Interrupted&) {
+    std::fprintf(stderr, "interrupted\n");
+    return 130;
+  } catch (const der::Error& e) {
+    std::fprintf(stderr, "error: %s\n", derinfer::one_line(e.what()).c_str());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: internal error (%s); please report it\n", e.what());
+    return 2;
+  }
+}

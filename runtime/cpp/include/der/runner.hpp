@@ -1,0 +1,68 @@
+// Backend runners, after Polygraphy (and runtime/base.py): activate() loads, infer() runs one batch,
+// deactivate() releases. infer() may be called from several threads at once (see predictor.hpp).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "der/card.hpp"
+#include "der/error.hpp"
+
+namespace der {
+
+struct TensorInfo {
+  std::string name;
+  std::vector<std::int64_t> shape;  // -1 for a dynamic dimension
+};
+
+class Runner {
+ public:
+  explicit Runner(std::string name) : name_(std::move(name)) {}
+  virtual ~Runner() = default;
+
+  void activate();
+  void deactivate();
+  bool is_active() const { return active_; }
+  const std::string& name() const { return name_; }
+
+  // One batch of n images (n, 3, H, W) -> n * C floats of the named output ("scores" or "logits").
+  // n must lie within [min_batch(), max_batch()] (the Predictor splits and pads).
+  std::vector<float> infer(const float* nchw, std::size_t n, const std::string& output) const;
+
+  virtual std::vector<TensorInfo> inputs() const = 0;
+  virtual std::vector<TensorInfo> outputs() const = 0;
+  virtual std::size_t max_batch() const { return 0; }  // 0: unbounded
+  virtual std::size_t min_batch() const { return 1; }  // > 1 only for a fixed batch dimension
+  // The model card stored with the engine (ONNX metadata_props / TensorRT sidecar).
+  virtual Card card() const = 0;
+
+ protected:
+  virtual void activate_impl() = 0;
+  virtual void deactivate_impl() = 0;
+  virtual std::vector<float> infer_impl(const float* nchw, std::size_t n, const std::string& output) const = 0;
+
+ private:
+  std::string name_;
+  bool active_ = false;
+};
+
+// ONNX Runtime through its official C++ API. providers: "cpu", "cuda" (short names) or full ORT names; a
+// requested provider this ONNX Runtime build lacks is BackendUnavailable, never a silent CPU fallback.
+std::unique_ptr<Runner> make_ort_runner(const std::string& onnx_path, const std::vector<std::string>& providers,
+                                        int intra_op_threads);
+// TensorRT (only when built with DER_WITH_TENSORRT; otherwise throws BackendUnavailable).
+std::unique_ptr<Runner> make_trt_runner(const std::string& plan_path);
+// Whether this build includes the TensorRT backend.
+bool has_tensorrt();
+
+// "onnx" or "tensorrt" from the suffix; EngineError for an unknown suffix or a missing file (runtime/artifacts.py).
+std::string engine_kind(const std::string& path);
+// An inactive runner for `path`: backend "auto" picks by suffix, "ort"/"trt" insist.
+std::unique_ptr<Runner> open_runner(const std::string& path, const std::string& backend,
+                                    const std::vector<std::string>& providers, bool providers_given,
+                                    int intra_op_threads);
+
+}  // namespace der

@@ -1,0 +1,89 @@
+// Runner lifecycle and engine selection (runtime/base.py, runtime/artifacts.py).
+#include "der/runner.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <sys/stat.h>
+
+namespace der {
+
+void Runner::activate() {
+  if (active_) throw EngineError("runner " + name_ + " is already active");
+  activate_impl();
+  active_ = true;
+}
+
+void Runner::deactivate() {
+  if (!active_) return;
+  active_ = false;
+  deactivate_impl();
+}
+
+std::vector<float> Runner::infer(const float* nchw, std::size_t n, const std::string& output) const {
+  if (!active_) throw EngineError("runner " + name_ + " is not active; call activate() first");
+  return infer_impl(nchw, n, output);
+}
+
+namespace {
+// pathlib's Path.suffix: the last ".xyz" of the final component ("" for ".bashrc" or "name.").
+std::string suffix(const std::string& path) {
+  std::string name = path;
+  while (name.size() > 1 && name.back() == '/') name.pop_back();
+  auto slash = name.find_last_of('/');
+  if (slash != std::string::npos) name = name.substr(slash + 1);
+  auto dot = name.rfind('.');
+  if (dot == std::string::npos || dot == 0 || dot + 1 == name.size()) return "";
+  std::string s = name.substr(dot);
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+}  // namespace
+
+std::string engine_kind(const std::string& path) {
+  const std::string s = suffix(path);
+  std::string kind;
+  if (s == ".onnx") {
+    kind = "onnx";
+  } else if (s == ".plan" || s == ".engine") {
+    kind = "tensorrt";
+  } else {
+    throw EngineError(path + ": unknown engine type '" + (s.empty() ? "(no suffix)" : s) +
+                      "'; give an .onnx file or a TensorRT .plan/.engine built by der-export");
+  }
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    bool dir = ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+    throw EngineError(path + ": " + (dir ? "folder, not an engine file" : "no such file") +
+                      "; check the path or export the model with der-export");
+  }
+  return kind;
+}
+
+std::unique_ptr<Runner> open_runner(const std::string& path, const std::string& backend,
+                                    const std::vector<std::string>& providers, bool providers_given,
+                                    int intra_op_threads) {
+  if (backend != "auto" && backend != "ort" && backend != "trt")
+    throw EngineError("unknown backend '" + backend + "'; use one of auto, ort, trt");
+  if (engine_kind(path) == "onnx") {
+    if (backend == "trt")
+      throw EngineError(path + " is an ONNX model, not a TensorRT engine; build a .plan with der-export, or run it "
+                        "on ONNX Runtime's TensorRT provider with --backend ort --providers tensorrt");
+    return make_ort_runner(path, providers, intra_op_threads);
+  }
+  if (backend == "ort")
+    throw EngineError(path + " is a TensorRT engine; use --backend trt (or auto), or pass the .onnx file to ONNX Runtime");
+  if (providers_given)
+    throw EngineError(path + ": --providers applies to ONNX Runtime only; a TensorRT engine always runs on its GPU");
+  return make_trt_runner(path);
+}
+
+#ifndef DER_WITH_TENSORRT
+bool has_tensorrt() { return false; }
+std::unique_ptr<Runner> make_trt_runner(const std::string& plan_path) {
+  throw BackendUnavailable(plan_path + ": this der_runtime was built without TensorRT; rebuild it on a machine with "
+                           "TensorRT and CUDA (cmake -DDER_WITH_TENSORRT=ON -DTENSORRT_ROOT=DIR), or run the .onnx "
+                           "file with ONNX Runtime");
+}
+#endif
+
+}  // namespace der
