@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean cpp
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,8 +20,13 @@ venv: $(STAMP)
 demo: $(STAMP)
 	DEMO_DIR=$(DEMO_DIR) PATH=$(abspath $(BIN)):$$PATH bash scripts/demo.sh
 
-test: $(STAMP)
+# The C++ SDK (runtime/cpp) into build/cpp; installs its apt packages and ONNX Runtime SDK on first use.
+cpp: $(STAMP)
+	bash scripts/cpp_build.sh
+
+test: $(STAMP) cpp
 	PATH=$(abspath $(BIN)):$$PATH bash scripts/test.sh
+	ctest --test-dir build/cpp --output-on-failure -j2
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

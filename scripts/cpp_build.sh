@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# `make cpp`: build the C++ SDK (der_runtime, der-infer-cpp, tests) into build/cpp. On a fresh machine it first
+# installs the missing Debian packages (only those `dpkg -s` reports missing; needs root, as in CI) and the
+# ONNX Runtime SDK (scripts/ort_sdk.sh, cached in build/deps). Re-running only rebuilds what changed.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD="${CPP_BUILD_DIR:-$ROOT/build/cpp}"
+JOBS="${CPP_JOBS:-2}"
+# Toolchain, codecs (libjpeg-turbo, libpng, libwebp, libtiff, giflib), JSON, GoogleTest, npm (ORT headers).
+PACKAGES=(cmake g++ make pkg-config libjpeg62-turbo-dev libpng-dev libwebp-dev libtiff-dev libgif-dev
+          nlohmann-json3-dev libgtest-dev npm)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+    echo "error: missing packages ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root" >&2
+    exit 2
+  fi
+  echo "cpp: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null \
+    || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; }
+fi
+
+bash "$ROOT/scripts/ort_sdk.sh"
+cmake -S "$ROOT/runtime/cpp" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release \
+  -DONNXRUNTIME_ROOT="$ROOT/build/deps/onnxruntime" >/dev/null
+cmake --build "$BUILD" -j "$JOBS"
+echo "cpp: built $BUILD/der-infer-cpp" >&2
