@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import io
 import os
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
@@ -48,39 +50,97 @@ def _is_hidden(rel: Path) -> bool:
     return any(part.startswith(".") for part in rel.parts)
 
 
-def find_images(paths: str | Path | Iterable[str | Path]) -> list[Path]:
-    """Expand files and folders into a list of image paths.
+@dataclass
+class ImageScan:
+    """What :func:`scan_images` found: the image paths, and per reason how many folder entries it skipped."""
 
-    Files named explicitly are kept as given, whatever their suffix (decoding reports a bad one).
-    Folders are walked recursively; only files with a suffix in :data:`IMAGE_EXTENSIONS` are kept, hidden
-    files and folders (name starting with ".") are skipped, and each folder's images come sorted by path.
-    Order of ``paths`` is kept and duplicates are dropped (first occurrence wins).
-    Raises :class:`ImageError` for a path that does not exist.
+    files: list[Path] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)  # "dangling symlink" / "FIFO" / "socket" / "... device"
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
+
+    def describe_skipped(self) -> str:
+        """"skipped in folders: 1 dangling symlink, 2 FIFO", or "" when nothing was skipped."""
+        order = ["dangling symlink", "FIFO", "socket", "character device", "block device"]
+        kinds = sorted(self.skipped, key=lambda k: (order.index(k) if k in order else len(order), k))
+        parts = [f"{self.skipped[k]} {k}" for k in kinds if self.skipped[k]]
+        return "skipped in folders: " + ", ".join(parts) if parts else ""
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular ``st_mode`` is, in words."""
+    for test, kind in ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return kind
+    return "special file"
+
+
+def scan_images(paths: str | Path | Iterable[str | Path]) -> ImageScan:
+    """Expand files and folders into image paths, counting the folder entries that cannot be images.
+
+    Exact rules (the C++ SDK's ``der::find_images`` mirrors them):
+    1. ``paths`` are taken in order; each is ``Path(p)`` (pathlib spelling: "./a//b/" -> "a/b").
+    2. A path that is a folder (following symlinks) is walked recursively. Symlinks to folders *inside* it
+       are not followed, and unreadable sub-folders are passed over (pathlib's ``rglob("*")``).
+    3. In a walk, an entry is a candidate when no part of its path relative to the walked folder starts
+       with "." (hidden) and its suffix (from the last "." of the name, when that dot is neither the first
+       nor the last character) lower-cased is in :data:`IMAGE_EXTENSIONS`. A candidate that is a regular
+       file, or a symlink to one, is kept; a folder is not an entry to keep (it is walked by rule 2); a
+       dangling symlink (or symlink loop) and anything else (FIFO, socket, device) is skipped and counted
+       in ``skipped`` by kind. Nothing is opened.
+    4. Each walked folder's kept paths are sorted as pathlib sorts paths: part by part, each part compared
+       by code points, undecodable bytes read as U+DC80..U+DCFF (surrogateescape).
+    5. Any other existing path (file, FIFO, device, symlink to one) is kept as given whatever its suffix:
+       decoding reports a bad one, and :func:`load_image` refuses non-regular files without opening them.
+    6. A path that does not exist (or is a dangling symlink) raises :class:`ImageError`.
+    7. Duplicates (equal ``Path`` objects) are dropped; the first occurrence wins.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    found: list[Path] = []
+    scan = ImageScan()
     seen: set[Path] = set()
 
     def add(p: Path) -> None:
         if p not in seen:
             seen.add(p)
-            found.append(p)
+            scan.files.append(p)
 
     for raw in paths:
         root = Path(raw)
         if root.is_dir():
-            hits = [
-                p for p in root.rglob("*")
-                if p.suffix.lower() in IMAGE_EXTENSIONS and not _is_hidden(p.relative_to(root)) and p.is_file()
-            ]
+            hits = []
+            for p in root.rglob("*"):
+                if p.suffix.lower() not in IMAGE_EXTENSIONS or _is_hidden(p.relative_to(root)):
+                    continue
+                try:
+                    mode = p.stat().st_mode  # follows symlinks; never opens
+                except OSError:  # dangling symlink, loop, or vanished since listed
+                    scan.skipped["dangling symlink"] = scan.skipped.get("dangling symlink", 0) + 1
+                    continue
+                if stat.S_ISREG(mode):
+                    hits.append(p)
+                elif not stat.S_ISDIR(mode):
+                    kind = file_kind(mode)
+                    scan.skipped[kind] = scan.skipped.get(kind, 0) + 1
             for p in sorted(hits):
                 add(p)
         elif root.exists():
             add(root)
         else:
             raise ImageError(root, "no such file or folder; check the path")
-    return found
+    return scan
+
+
+def find_images(paths: str | Path | Iterable[str | Path]) -> list[Path]:
+    """Expand files and folders into a list of image paths: :func:`scan_images` (its docstring has the exact
+    rules) without the skip counts. In short: files named explicitly are kept as given, folders are walked
+    recursively for image suffixes (hidden parts skipped, sorted per folder), order kept, duplicates dropped.
+    Raises :class:`ImageError` for a path that does not exist.
+    """
+    return scan_images(paths).files
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -111,6 +171,11 @@ def load_image(path: str | Path) -> Image.Image:
     """
     path = Path(path)
     try:
+        mode = path.stat().st_mode  # before opening: open() on a FIFO blocks until a writer appears
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(mode):
+            raise ImageError(path, f"not a regular file (a {file_kind(mode)}); name an image file")
         data = path.read_bytes()
     except FileNotFoundError:
         raise ImageError(path, "file not found") from None

@@ -45,10 +45,16 @@ class Prediction:
         return self.error is None
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON record of der-infer: {path, labels, scores} or {path, error}."""
+        """The JSON record of der-infer: {path, labels, scores} or {path, error}.
+
+        ``path`` (and the path quoted in ``error``) is in :func:`der_deploy.pathtext.path_text` form, so a name
+        that is not UTF-8 stays lossless and strict-JSON valid (``caf\\xe9.jpg``, never a lone surrogate)."""
+        from der_deploy.pathtext import path_text
+
+        path = path_text(self.path) if self.path is not None else None
         if self.error is not None:
-            return {"path": self.path, "error": self.error}
-        return {"path": self.path, "labels": list(self.labels), "scores": dict(self.scores)}
+            return {"path": path, "error": path_text(self.error)}
+        return {"path": path, "labels": list(self.labels), "scores": dict(self.scores)}
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

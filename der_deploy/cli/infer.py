@@ -13,6 +13,20 @@ import click
 from ._common import handle_errors
 
 FORMATS = ("table", "json", "jsonl", "csv")
+SUFFIX_FORMATS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+
+
+def output_format(fmt: str | None, output: Path | None) -> str:
+    """--format if given; else from -o's suffix (a table only when asked for), else a table on stdout."""
+    if fmt is not None:
+        return fmt
+    if output is None:
+        return "table"
+    found = SUFFIX_FORMATS.get(output.suffix.lower())
+    if found is None:
+        raise click.UsageError(f"cannot tell the format from {output.name}: name it .json, .jsonl or .csv, or pass "
+                               f"--format ({', '.join(FORMATS)})")
+    return found
 
 
 class _Writer:
@@ -29,21 +43,24 @@ class _Writer:
             out.write("[")
 
     def add(self, pred) -> None:
-        rec = pred.to_dict()
+        from der_deploy.pathtext import path_text
+
+        rec = pred.to_dict()  # paths and errors already in path_text form
+        path = path_text(pred.path) if pred.path is not None else ""
         if self.fmt == "jsonl":
             self.out.write(json.dumps(rec) + "\n")
         elif self.fmt == "json":
             self.out.write(("," if self.count else "") + "\n  " + json.dumps(rec))
         elif self.fmt == "csv":
             if pred.error is not None:
-                self.csv.writerow([pred.path, "", *[""] * len(self.classes), pred.error])
+                self.csv.writerow([path, "", *[""] * len(self.classes), rec["error"]])
             else:
-                self.csv.writerow([pred.path, ";".join(pred.labels),
+                self.csv.writerow([path, ";".join(pred.labels),
                                    *[f"{pred.scores[c]:.6f}" for c in self.classes], ""])
         else:
-            text = ("error: " + pred.error) if pred.error is not None else (
+            text = ("error: " + rec["error"]) if pred.error is not None else (
                 ", ".join(f"{lab} {pred.scores[lab]:.3f}" for lab in pred.labels) or "(none)")
-            self.rows.append((str(pred.path), text))
+            self.rows.append((path, text))
         self.count += 1
 
     def finish(self) -> None:
@@ -79,8 +96,10 @@ def _open_output(output: Path | None) -> Iterator[IO[str]]:
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0),
               help="One threshold for every class (default: the card's per-class thresholds).")
 @click.option("--top-k", type=click.IntRange(1, None), help="The K highest-scoring labels, whatever their score.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
-              help="jsonl/json: {path, labels, scores} or {path, error}; csv: path, labels, one score column per class, error.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS),
+              help="Default: from -o's suffix (.json, .jsonl, .csv), else table. jsonl/json: {path, labels, scores} or "
+                   "{path, error}; csv: path, labels, one score column per class, error. Paths that are not UTF-8 are "
+                   "written losslessly: invalid bytes as \\xNN, backslashes doubled (see README).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here (atomically) instead of stdout.")
 @click.option("--cam", "cam_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write CADM heat-map overlays DIR/<stem>_<label>.png (needs an engine exported with --cadm).")
@@ -98,10 +117,12 @@ def main(engine, paths, batch_size, threshold, top_k, fmt, output, cam_dir, stri
         raise click.UsageError("--threshold and --top-k are mutually exclusive; give one of them")
     from der_deploy.errors import DerError, ImageError
     from der_deploy.fileio import check_writable
-    from der_deploy.images import IMAGE_EXTENSIONS, find_images, load_image
+    from der_deploy.images import IMAGE_EXTENSIONS, load_image, scan_images
+    from der_deploy.pathtext import path_text
     from der_deploy.runtime.pipeline import describe
     from der_deploy.runtime.predictor import Predictor
 
+    fmt = output_format(fmt, output)
     if output is not None:
         check_writable(output)
     with Predictor(engine, backend=backend, providers=providers, batch_size=batch_size, workers=workers) as pred:
@@ -114,10 +135,12 @@ def main(engine, paths, batch_size, threshold, top_k, fmt, output, cam_dir, stri
             from der_deploy.runtime.cam import CamWriter
 
             writer_cam = CamWriter(cam_dir, card.classes)
-        images = find_images(paths)
+        scan = scan_images(paths)
+        images = scan.files
         if not images:
-            raise DerError(f"no image files found in {', '.join(map(str, paths))} (folders are searched recursively "
-                           f"for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+            skipped = f"; {scan.describe_skipped()}" if scan.skipped_total else ""
+            raise DerError(f"no image files found in {', '.join(map(path_text, paths))} (folders are searched recursively "
+                           f"for {', '.join(sorted(IMAGE_EXTENSIONS))}){skipped}")
         failed = 0
         with _open_output(output) as out:
             writer = _Writer(fmt, out, card.classes)
@@ -130,15 +153,15 @@ def main(engine, paths, batch_size, threshold, top_k, fmt, output, cam_dir, stri
                         p.labels, p.scores, p.error = [], {}, str(err)
                 if p.error is not None:
                     failed += 1
-                    click.echo(f"skipped {p.error}", err=True)  # click, not rich: never wrapped
+                    click.echo(f"skipped {path_text(p.error)}", err=True)  # click, not rich: never wrapped
                 writer.add(p)
             writer.finish()
         stats = pred.last_stats
     if failed:
         click.echo(f"{failed} of {len(images)} images could not be read and were skipped"
                    + (" (--strict: exit 1)" if strict else ""), err=True)
-    if stats is not None:
-        click.echo(describe(stats), err=True)
+    if stats is not None:  # the summary line also counts what the folder walk skipped (dangling links, FIFOs...)
+        click.echo(describe(stats) + (f"; {scan.describe_skipped()}" if scan.skipped_total else ""), err=True)
     if failed and strict:
         sys.exit(1)
 

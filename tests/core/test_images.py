@@ -290,3 +290,56 @@ def test_find_images(tmp_path):
     assert find_images(tmp_path / "root" / "c" / "d") == [root / "c/d/e.webp"]
     os.mkdir(tmp_path / "empty")
     assert find_images(tmp_path / "empty") == []
+
+
+def test_scan_images_counts_what_it_skips_in_folders(tmp_path):
+    import socket
+
+    from der_deploy.images import scan_images
+
+    root = tmp_path / "r"
+    for rel in ["a.png", "sub/b.jpg"]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    os.symlink(root / "missing.jpg", root / "dangling.jpg")
+    os.symlink(root / "a.png", root / "link.png")  # a link to a regular file is an image like any other
+    os.symlink(root / "sub", root / "linkdir")  # symlinked folders are not walked (pathlib's rglob rule)
+    os.mkfifo(root / "sub" / "pipe.jpg")
+    os.mkfifo(root / "pipe.txt")  # no image suffix: never a candidate, not counted
+    os.mkfifo(root / ".hidden.png")  # hidden: not counted
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(root / "s.webp"))
+        scan = scan_images([root])
+    finally:
+        sock.close()
+    assert scan.files == [root / "a.png", root / "link.png", root / "sub/b.jpg"]
+    assert scan.skipped == {"dangling symlink": 1, "FIFO": 1, "socket": 1} and scan.skipped_total == 3
+    assert scan.describe_skipped() == "skipped in folders: 1 dangling symlink, 1 FIFO, 1 socket"
+    assert find_images(root) == scan.files
+
+
+def test_load_image_refuses_a_fifo_without_opening_it(tmp_path):
+    import threading
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    result = {}
+
+    def load():
+        try:
+            load_image(fifo)
+        except ImageError as err:
+            result["err"] = err
+
+    t = threading.Thread(target=load, daemon=True)
+    t.start()
+    t.join(10)
+    if t.is_alive():  # it opened the FIFO and blocks: release it, then fail
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        os.close(fd)
+        t.join(5)
+        pytest.fail("load_image opened the FIFO and blocked")
+    assert str(result["err"]) == f"{fifo}: not a regular file (a FIFO); name an image file"
+    with pytest.raises(ImageError, match="not a regular file \\(a character device\\)"):
+        load_image("/dev/null")

@@ -21,11 +21,11 @@ def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
-def cli(*args, env=None):
+def cli(*args, env=None, timeout=120):
     """der-infer in a real subprocess, as a user would run it."""
     code = "import sys; from der_deploy.cli.infer import main; sys.exit(main())"
-    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, "DER_NO_PROGRESS": "1", **(env or {})}, timeout=120)
+    return subprocess.run([sys.executable, "-c", code, *map(os.fspath, args)], capture_output=True, text=True,
+                          env={**os.environ, "DER_NO_PROGRESS": "1", **(env or {})}, timeout=timeout)
 
 
 @pytest.fixture
@@ -217,3 +217,76 @@ def test_cam_building_blocks(tmp_path):
     assert [p.name for p in first] == ["photo_a_b.png", "photo_a_b-1.png"]
     assert [p.name for p in second] == ["photo-2_x.png"]
     assert all(Image.open(p).size == (16, 8) for p in first + second)
+
+
+# --- issue 11 §3: output format from -o, non-UTF-8 names, FIFOs and special entries --------------------------
+def test_format_follows_the_output_suffix(tmp_path, tiny_model, image_folder):
+    root, files, _ = image_folder
+    outs = {s: tmp_path / f"preds{s}" for s in (".json", ".jsonl", ".csv", ".JSON")}
+    for suffix, out in outs.items():
+        res = run("--engine", tiny_model.path, root, "-o", out)
+        assert res.exit_code == 0, res.stderr
+    assert [r["path"] for r in json.loads(outs[".json"].read_text())] == [str(f) for f in files]
+    assert json.loads(outs[".JSON"].read_text()) == json.loads(outs[".json"].read_text())
+    assert [json.loads(line)["path"] for line in outs[".jsonl"].read_text().splitlines()] == [str(f) for f in files]
+    assert [r["path"] for r in csv.DictReader(io.StringIO(outs[".csv"].read_text()))] == [str(f) for f in files]
+    res = run("--engine", tiny_model.path, root, "-o", tmp_path / "preds.txt")
+    assert res.exit_code == 2 and "cannot tell the format from preds.txt" in res.stderr and "--format" in res.stderr
+    assert not (tmp_path / "preds.txt").exists()
+    res = run("--engine", tiny_model.path, root, "-o", tmp_path / "table.json", "--format", "table")  # asked for
+    assert res.exit_code == 0 and "labels (score)" in (tmp_path / "table.json").read_text()
+
+
+def test_non_utf8_file_names_in_every_format(tmp_path, tiny_model, make_image):
+    from der_deploy.pathtext import path_from_text, path_text
+
+    folder = tmp_path / "imgs"
+    latin1 = make_image(folder / os.fsdecode(b"caf\xe9.png"), 1)
+    backslash = make_image(folder / "a\\b.png", 2)
+    expected = [path_text(backslash), path_text(latin1)]
+    assert expected[1].endswith("caf\\xe9.png")
+    for fmt in ("json", "jsonl", "csv", "table"):
+        out = tmp_path / f"out.{fmt}"
+        res = cli("--engine", tiny_model.path, folder, "--format", fmt, "-o", out)
+        assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+        text = out.read_bytes().decode("utf-8")  # strict: no surrogates reached the file
+        if fmt == "json":
+            paths = [r["path"] for r in json.loads(text)]
+        elif fmt == "jsonl":
+            paths = [json.loads(line)["path"] for line in text.splitlines()]
+        elif fmt == "csv":
+            paths = [r["path"] for r in csv.DictReader(io.StringIO(text))]
+        else:
+            paths = [p for p in expected if p in text]
+        assert paths == expected, (fmt, text)
+        assert [path_from_text(p) for p in paths] == [backslash, latin1]
+        assert "\\udc" not in text and "\udce9" not in text
+    res = cli("--engine", tiny_model.path, folder)  # table on stdout, no -o
+    assert res.returncode == 0 and expected[1] in res.stdout, res.stderr
+
+
+def test_fifo_on_the_command_line_is_an_error_record_not_a_hang(tmp_path, tiny_model, make_image):
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    good = make_image(tmp_path / "good.png", 3)
+    try:
+        res = cli("--engine", tiny_model.path, fifo, good, "--format", "jsonl", timeout=60)
+    finally:
+        fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # releases a reader that did open it (before the fix)
+        os.close(fd)
+    assert res.returncode == 0, res.stderr
+    recs = [json.loads(line) for line in res.stdout.splitlines()]
+    assert recs[0] == {"path": str(fifo), "error": f"{fifo}: not a regular file (a FIFO); name an image file"}
+    assert recs[1]["path"] == str(good) and "scores" in recs[1]
+
+
+def test_dangling_links_and_fifos_in_folders_are_counted(tmp_path, tiny_model, make_image):
+    folder = tmp_path / "imgs"
+    make_image(folder / "ok.png", 4)
+    os.symlink(folder / "gone.jpg", folder / "dangling.jpg")
+    os.mkfifo(folder / "pipe.png")
+    res = cli("--engine", tiny_model.path, folder, "--format", "jsonl", timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert [json.loads(line)["path"] for line in res.stdout.splitlines()] == [str(folder / "ok.png")]
+    summary = res.stderr.strip().splitlines()[-1]
+    assert summary.startswith("1 images in ") and summary.endswith("; skipped in folders: 1 dangling symlink, 1 FIFO")
