@@ -1,0 +1,191 @@
+// decode_file / decode_memory: read the bytes, pick the decoder by signature (as Pillow does), check the
+// decompression-bomb limit, then apply the EXIF orientation like ImageOps.exif_transpose.
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "decode_internal.hpp"
+
+namespace der {
+namespace detail {
+namespace {
+
+// Image.MAX_IMAGE_PIXELS = int(1024 * 1024 * 1024 // 4 // 3); Pillow raises above twice that.
+constexpr long long kMaxImagePixels = 1024LL * 1024 * 1024 / 4 / 3;
+
+bool starts_with(Bytes in, const char* magic, std::size_t n) {
+  return in.size >= n && std::memcmp(in.data, magic, n) == 0;
+}
+
+std::uint32_t read_u16(const std::uint8_t* p, bool big) {
+  return big ? (p[0] << 8 | p[1]) : (p[1] << 8 | p[0]);
+}
+
+std::uint32_t read_u32(const std::uint8_t* p, bool big) {
+  return big ? (std::uint32_t(p[0]) << 24 | p[1] << 16 | p[2] << 8 | p[3])
+             : (std::uint32_t(p[3]) << 24 | p[2] << 16 | p[1] << 8 | p[0]);
+}
+
+// The seven non-identity orientations as Pillow's transposes (2 mirror, 3 rotate 180, 4 flip, 5 transpose,
+// 6 rotate 270 i.e. clockwise, 7 transverse, 8 rotate 90 counter-clockwise).
+Bitmap apply_orientation(const Bitmap& in, int orientation) {
+  const int w = in.width, h = in.height;
+  const bool swap = orientation >= 5;
+  Bitmap out;
+  out.width = swap ? h : w;
+  out.height = swap ? w : h;
+  out.pixels.resize(in.pixels.size());
+  for (int y = 0; y < out.height; ++y) {
+    for (int x = 0; x < out.width; ++x) {
+      int sx = x, sy = y;
+      switch (orientation) {
+        case 2: sx = w - 1 - x; break;
+        case 3: sx = w - 1 - x; sy = h - 1 - y; break;
+        case 4: sy = h - 1 - y; break;
+        case 5: sx = y; sy = x; break;
+        case 6: sx = y; sy = h - 1 - x; break;
+        case 7: sx = w - 1 - y; sy = h - 1 - x; break;
+        case 8: sx = w - 1 - y; sy = x; break;
+        default: break;
+      }
+      std::memcpy(&out.pixels[(static_cast<std::size_t>(y) * out.width + x) * 3],
+                  &in.pixels[(static_cast<std::size_t>(sy) * w + sx) * 3], 3);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+void fail_corrupt(const std::string& name, const std::string& detail) {
+  throw ImageError(name, "truncated or corrupt image data (" + detail + "); re-download or re-encode it");
+}
+
+void fail_unsupported(const std::string& name, const std::string& format) {
+  throw ImageError(name, "format " + format + " is not supported by the C++ SDK; convert it to PNG/JPEG");
+}
+
+void check_bomb(const std::string& name, long long width, long long height) {
+  const long long pixels = (width > 1 ? width : 1) * (height > 1 ? height : 1);
+  if (pixels > 2 * kMaxImagePixels)
+    throw ImageError(name, "refused as a decompression bomb (Image size (" + std::to_string(pixels) +
+                               " pixels) exceeds limit of " + std::to_string(2 * kMaxImagePixels) +
+                               " pixels, could be decompression bomb DOS attack.)");
+}
+
+void gray_to_rgb(const std::uint8_t* in, std::uint8_t* out, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) out[3 * i] = out[3 * i + 1] = out[3 * i + 2] = in[i];
+}
+
+int exif_orientation(Bytes exif) {
+  const std::uint8_t* p = exif.data;
+  std::size_t n = exif.size;
+  for (int i = 0; i < 2 && n >= 6 && std::memcmp(p, "Exif\0\0", 6) == 0; ++i) p += 6, n -= 6;
+  if (n == 0) return 0;
+  // Pillow refuses a non-TIFF EXIF header (SyntaxError -> the Python runtime reports the file as corrupt).
+  const bool big = n >= 4 && std::memcmp(p, "MM\0", 3) == 0 && (p[3] == 0x2a || p[3] == 0x2b);
+  const bool little = n >= 4 && std::memcmp(p, "II", 2) == 0 && (p[2] == 0x2a || p[2] == 0x2b) && p[3] == 0;
+  if (n < 8 || !(big || little)) return -1;
+  if ((big && p[3] == 0x2b) || (little && p[2] == 0x2b)) return 0;  // BigTIFF-style EXIF: not honoured
+  const std::uint32_t ifd = read_u32(p + 4, big);
+  if (ifd > n || n - ifd < 2) return 0;
+  const std::uint32_t count = read_u16(p + ifd, big);
+  for (std::uint32_t i = 0; i < count; ++i) {
+    const std::size_t at = ifd + 2 + std::size_t(i) * 12;
+    if (at + 12 > n) break;  // truncated directory: Pillow stops reading entries there
+    const std::uint32_t tag = read_u16(p + at, big), type = read_u16(p + at + 2, big);
+    if (tag != 0x0112) continue;
+    const std::uint32_t cnt = read_u32(p + at + 4, big);
+    const std::uint8_t* v = p + at + 8;
+    if (cnt == 0 || type == 0 || type > 13) continue;  // skipped by Pillow: as if absent
+    if (cnt != 1) return 1;  // a tuple: present, but not an orientation Pillow acts on
+    long long value = 1;
+    switch (type) {
+      case 1: value = v[0]; break;
+      case 3: value = read_u16(v, big); break;
+      case 4: value = read_u32(v, big); break;
+      case 6: value = static_cast<std::int8_t>(v[0]); break;
+      case 8: value = static_cast<std::int16_t>(read_u16(v, big)); break;
+      case 9: value = static_cast<std::int32_t>(read_u32(v, big)); break;
+      default: return 1;  // text, rational, ...: present, not acted on
+    }
+    return value >= 1 && value <= 8 ? static_cast<int>(value) : 1;
+  }
+  return 0;
+}
+
+int xmp_orientation(Bytes xmp) {
+  static const char kKey[] = "tiff:Orientation";
+  const std::size_t k = sizeof(kKey) - 1;
+  for (std::size_t i = 0; i + k < xmp.size; ++i) {
+    if (std::memcmp(xmp.data + i, kKey, k) != 0) continue;
+    const std::uint8_t* q = xmp.data + i + k;
+    const std::size_t left = xmp.size - i - k;
+    if (left >= 3 && q[0] == '=' && q[1] == '"' && q[2] >= '0' && q[2] <= '9') return q[2] - '0';
+    if (left >= 2 && q[0] == '>' && q[1] >= '0' && q[1] <= '9') return q[1] - '0';
+  }
+  return 0;
+}
+
+}  // namespace detail
+
+Bitmap decode_memory(const std::uint8_t* data, std::size_t size, const std::string& name) {
+  using namespace detail;
+  const Bytes in{data, size};
+  Decoded d;
+  if (starts_with(in, "\xff\xd8\xff", 3)) {
+    d = decode_jpeg(in, name);
+  } else if (starts_with(in, "\x89PNG\r\n\x1a\n", 8)) {
+    d = decode_png(in, name);
+  } else if (starts_with(in, "GIF87a", 6) || starts_with(in, "GIF89a", 6)) {
+    d = decode_gif(in, name);
+  } else if (starts_with(in, "BM", 2)) {
+    d = decode_bmp(in, name);
+  } else if (in.size >= 12 && std::memcmp(data, "RIFF", 4) == 0 && std::memcmp(data + 8, "WEBP", 4) == 0) {
+    d = decode_webp(in, name);
+  } else if (starts_with(in, "II*\0", 4) || starts_with(in, "MM\0*", 4) || starts_with(in, "II+\0", 4) ||
+             starts_with(in, "MM\0+", 4)) {
+    d = decode_tiff(in, name);
+  } else if (in.size >= 2 && data[0] == 'P' && data[1] >= '1' && data[1] <= '7') {
+    d = decode_pnm(in, name);
+  } else if (starts_with(in, "\0\0\1\0", 4) || starts_with(in, "8BPS", 4) || starts_with(in, "qoif", 4) ||
+             starts_with(in, "DDS ", 4) || starts_with(in, "\0\0\0\x0cjP  ", 8) ||
+             (in.size >= 12 && std::memcmp(data + 4, "ftyp", 4) == 0)) {
+    fail_unsupported(name, "of this file (ICO/PSD/QOI/DDS/JPEG 2000/AVIF/HEIF)");
+  } else {
+    throw ImageError(name, "not an image (format not recognised; the C++ SDK reads JPEG, PNG, BMP, GIF, "
+                           "TIFF, WebP and PNM)");
+  }
+  if (d.orientation >= 2 && d.orientation <= 8) return apply_orientation(d.bitmap, d.orientation);
+  return std::move(d.bitmap);
+}
+
+Bitmap decode_file(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) throw ImageError(path, "file not found");
+    throw ImageError(path, std::string("cannot read file (") + std::strerror(errno) + ")");
+  }
+  if (S_ISDIR(st.st_mode)) throw ImageError(path, "is a folder, not an image file");
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
+  if (!f) throw ImageError(path, std::string("cannot read file (") + std::strerror(errno) + ")");
+  std::vector<std::uint8_t> bytes;
+  bytes.reserve(static_cast<std::size_t>(st.st_size > 0 ? st.st_size : 0));
+  std::uint8_t chunk[1 << 16];
+  for (;;) {
+    const std::size_t got = std::fread(chunk, 1, sizeof chunk, f.get());
+    bytes.insert(bytes.end(), chunk, chunk + got);
+    if (got < sizeof chunk) {
+      if (std::ferror(f.get())) throw ImageError(path, std::string("cannot read file (") + std::strerror(errno) + ")");
+      break;
+    }
+  }
+  return decode_memory(bytes.data(), bytes.size(), path);
+}
+
+}  // namespace der

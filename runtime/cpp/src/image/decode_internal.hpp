@@ -1,0 +1,51 @@
+// Shared by the per-format decoders in src/image/ (not installed, not part of the public API).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "der/error.hpp"
+#include "der/image.hpp"
+
+namespace der {
+namespace detail {
+
+// What a format decoder returns: upright-less RGB pixels plus the EXIF orientation it found (1 = none).
+struct Decoded {
+  Bitmap bitmap;
+  int orientation = 1;
+};
+
+struct Bytes {
+  const std::uint8_t* data;
+  std::size_t size;
+};
+
+// The reasons worded like der_deploy.images.load_image, so C++ and Python messages read alike.
+[[noreturn]] void fail_corrupt(const std::string& name, const std::string& detail);
+[[noreturn]] void fail_unsupported(const std::string& name, const std::string& format);
+
+// Pillow's decompression-bomb rule: an error above 2 * Image.MAX_IMAGE_PIXELS (only a warning below it).
+void check_bomb(const std::string& name, long long width, long long height);
+
+// Orientation from an EXIF blob (optionally starting with "Exif\0\0", once or twice, then a TIFF header and
+// IFD0): 2..8 to act on, 0 when the tag is absent (then XMP may supply it, as in Pillow), 1 when present but
+// nothing to do, -1 when the blob is not TIFF-structured (Pillow then fails the whole load).
+int exif_orientation(Bytes exif);
+// Orientation from XMP text: the first `tiff:Orientation="N"` or `tiff:Orientation>N`; 0 when absent.
+int xmp_orientation(Bytes xmp);
+
+// Gray8 / RGBA8 rows -> RGB8 helpers.
+void gray_to_rgb(const std::uint8_t* in, std::uint8_t* out, std::size_t n);
+
+Decoded decode_jpeg(Bytes in, const std::string& name);
+Decoded decode_png(Bytes in, const std::string& name);
+Decoded decode_bmp(Bytes in, const std::string& name);
+Decoded decode_pnm(Bytes in, const std::string& name);
+Decoded decode_gif(Bytes in, const std::string& name);
+Decoded decode_webp(Bytes in, const std::string& name);
+Decoded decode_tiff(Bytes in, const std::string& name);
+
+}  // namespace detail
+}  // namespace der

@@ -1,0 +1,112 @@
+// Test driver for the image layer (used by tests/cpp/test_image_parity.py):
+//   der_image_tool decode IN OUT.raw                    -> "W H\n" + RGB8 bytes, or "error: <msg>", exit 1
+//   der_image_tool resize IN.raw W H INTERP OUT.raw     -> the same raw format
+//   der_image_tool preprocess IN H W INTERP OUT.f32     -> decode + ImageNet normalise, float32 CHW
+//   der_image_tool bench DIR H W [REPEAT] [INTERP]      -> decode + preprocess every file, one thread, img/s
+#include <dirent.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "der/error.hpp"
+#include "der/image.hpp"
+
+namespace {
+
+const double kMean[3] = {0.485, 0.456, 0.406};
+const double kStd[3] = {0.229, 0.224, 0.225};
+
+void write_file(const std::string& path, const std::string& header, const void* data, std::size_t n) {
+  const std::string tmp = path + ".tmp";
+  std::ofstream f(tmp, std::ios::binary);
+  f << header;
+  f.write(static_cast<const char*>(data), static_cast<std::streamsize>(n));
+  f.close();
+  if (!f || std::rename(tmp.c_str(), path.c_str()) != 0) throw der::Error(path + ": cannot write output");
+}
+
+void write_raw(const std::string& path, const der::Bitmap& b) {
+  write_file(path, std::to_string(b.width) + " " + std::to_string(b.height) + "\n", b.pixels.data(),
+             b.pixels.size());
+}
+
+der::Bitmap read_raw(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  der::Bitmap b;
+  if (!(f >> b.width >> b.height) || f.get() != '\n') throw der::Error(path + ": not a 'W H\\n' + RGB raw file");
+  b.pixels.resize(static_cast<std::size_t>(b.width) * b.height * 3);
+  f.read(reinterpret_cast<char*>(b.pixels.data()), static_cast<std::streamsize>(b.pixels.size()));
+  if (!f) throw der::Error(path + ": raw file is shorter than its header says");
+  return b;
+}
+
+int usage() {
+  std::cerr << "usage: der_image_tool decode IN OUT.raw | resize IN.raw W H INTERP OUT.raw | "
+               "preprocess IN H W INTERP OUT.f32 | bench DIR H W [REPEAT] [INTERP]\n";
+  return 2;
+}
+
+int bench(const std::string& dir, int h, int w, int repeat, der::Interpolation interp) {
+  std::vector<std::string> files;
+  if (DIR* d = opendir(dir.c_str())) {
+    while (dirent* e = readdir(d))
+      if (e->d_name[0] != '.') files.push_back(dir + "/" + e->d_name);
+    closedir(d);
+  } else {
+    throw der::Error(dir + ": cannot open folder");
+  }
+  std::sort(files.begin(), files.end());
+  std::vector<float> out(static_cast<std::size_t>(3) * h * w);
+  std::size_t done = 0, failed = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int r = 0; r < repeat; ++r)
+    for (const auto& f : files) {
+      try {
+        const der::Bitmap b = der::decode_file(f);
+        der::preprocess(b.view(), h, w, interp, kMean, kStd, false, out.data());
+        ++done;
+      } catch (const der::ImageError&) {
+        ++failed;
+      }
+    }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("images=%zu failed=%zu seconds=%.3f img_per_s=%.1f\n", done, failed, s, done / s);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) return usage();
+  const std::string cmd = argv[1];
+  try {
+    if (cmd == "decode" && argc == 4) {
+      write_raw(argv[3], der::decode_file(argv[2]));
+    } else if (cmd == "resize" && argc == 7) {
+      const der::Bitmap src = read_raw(argv[2]);
+      write_raw(argv[6], der::resize(src.view(), std::atoi(argv[3]), std::atoi(argv[4]),
+                                     der::parse_interpolation(argv[5])));
+    } else if (cmd == "preprocess" && argc == 7) {
+      const int h = std::atoi(argv[3]), w = std::atoi(argv[4]);
+      const der::Bitmap b = der::decode_file(argv[2]);
+      std::vector<float> out(static_cast<std::size_t>(3) * h * w);
+      der::preprocess(b.view(), h, w, der::parse_interpolation(argv[5]), kMean, kStd, false, out.data());
+      write_file(argv[6], "", out.data(), out.size() * sizeof(float));
+    } else if (cmd == "bench" && (argc >= 5 && argc <= 7)) {
+      return bench(argv[2], std::atoi(argv[3]), std::atoi(argv[4]), argc >= 6 ? std::atoi(argv[5]) : 1,
+                   der::parse_interpolation(argc >= 7 ? argv[6] : "bilinear"));
+    } else {
+      return usage();
+    }
+  } catch (const der::Error& e) {
+    std::printf("error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

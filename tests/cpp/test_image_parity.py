@@ -1,0 +1,287 @@
+"""The C++ SDK's image layer (runtime/cpp/src/image) against Pillow and der_deploy.images, byte for byte.
+
+Drives the `der_image_tool` test executable (built by `make cpp` into build/cpp/tests/, or the path in
+$DER_IMAGE_TOOL) on a corpus generated here: resize must equal Pillow's Image.resize exactly for every filter,
+decoding must give load_image's pixels and error status for every file, and decode + preprocess must give
+load_and_preprocess's tensor to 1e-6.
+"""
+from __future__ import annotations
+
+import io
+import os
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from der_deploy.card import ModelCard
+from der_deploy.errors import ImageError
+from der_deploy.images import load_and_preprocess, load_image
+
+REPO = Path(__file__).resolve().parents[2]
+INTERPS = ["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"]
+PIL_FILTER = {
+    "nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX, "hamming": Image.Resampling.HAMMING,
+}
+
+
+@pytest.fixture(scope="module")
+def tool() -> Path:
+    env = os.environ.get("DER_IMAGE_TOOL")
+    if env:
+        path = Path(env)
+    else:
+        build = REPO / "build" / "cpp"
+        if not build.is_dir() and not os.environ.get("CI"):
+            pytest.skip("C++ SDK not built (no build/cpp); run `make cpp` or set DER_IMAGE_TOOL")
+        path = build / "tests" / "der_image_tool"
+    if not path.is_file():
+        pytest.fail(f"{path} is missing; `make cpp` should build it (or point DER_IMAGE_TOOL at it)")
+    return path
+
+
+def run(tool: Path, *args: object) -> subprocess.CompletedProcess:
+    return subprocess.run([str(tool), *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+def write_raw(path: Path, arr: np.ndarray) -> None:
+    h, w, _ = arr.shape
+    path.write_bytes(f"{w} {h}\n".encode() + np.ascontiguousarray(arr, dtype=np.uint8).tobytes())
+
+
+def read_raw(path: Path) -> np.ndarray:
+    data = path.read_bytes()
+    head, body = data.split(b"\n", 1)
+    w, h = map(int, head.split())
+    return np.frombuffer(body, dtype=np.uint8).reshape(h, w, 3)
+
+
+def cpp_decode(tool: Path, src: Path, tmp: Path) -> np.ndarray | str:
+    """Decoded pixels, or the error message the tool printed."""
+    out = tmp / (src.name + ".raw")
+    res = run(tool, "decode", src, out)
+    if res.returncode == 1 and res.stdout.startswith("error: "):
+        return res.stdout[len("error: "):].strip()
+    assert res.returncode == 0, f"der_image_tool crashed on {src.name}: rc={res.returncode} {res.stderr}"
+    return read_raw(out)
+
+
+def py_decode(src: Path) -> np.ndarray | str:
+    try:
+        return np.asarray(load_image(src))
+    except ImageError as err:
+        return str(err)
+
+
+# ---------------------------------------------------------------------------------------------------- resize
+
+def _noise(h: int, w: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _smooth(h: int, w: int, seed: int) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    phase = np.random.default_rng(seed).uniform(0, 6, 3)
+    chans = [127.5 + 127.5 * np.sin(x / max(w, 1) * 7 + y / max(h, 1) * 5 + p) for p in phase]
+    return np.clip(np.stack(chans, -1), 0, 255).astype(np.uint8)
+
+
+RESIZE_SOURCES = [(1, 1), (3, 2), (1, 4000), (4000, 1), (9, 17), (480, 640), (517, 333), (64, 64), (100, 7)]
+RESIZE_TARGETS = [(448, 448), (64, 64), (37, 91), (1, 1), (5, 300)]
+
+
+@pytest.mark.parametrize("interp", INTERPS)
+def test_resize_equals_pillow(tool: Path, tmp_path: Path, interp: str) -> None:
+    mismatches = []
+    for i, (h, w) in enumerate(RESIZE_SOURCES):
+        for kind, make in (("noise", _noise), ("smooth", _smooth)):
+            if kind == "smooth" and h * w < 4:
+                continue
+            arr = make(h, w, i)
+            src = tmp_path / f"{kind}_{h}x{w}.raw"
+            write_raw(src, arr)
+            targets = RESIZE_TARGETS + [(h, w), (max(1, h // 3), w * 2 + 1), (h * 3 + 2, max(1, w // 2))]
+            for th, tw in targets:
+                if th * tw > 4_000_000:
+                    continue
+                out = tmp_path / "out.raw"
+                res = run(tool, "resize", src, tw, th, interp, out)
+                assert res.returncode == 0, res.stdout + res.stderr
+                got = read_raw(out)
+                want = np.asarray(Image.fromarray(arr, "RGB").resize((tw, th), PIL_FILTER[interp]))
+                if got.shape != want.shape or not np.array_equal(got, want):
+                    diff = int(np.abs(got.astype(int) - want.astype(int)).max()) if got.shape == want.shape else -1
+                    mismatches.append(f"{kind} {w}x{h} -> {tw}x{th}: max diff {diff}")
+    assert not mismatches, f"{interp}: {len(mismatches)} resizes differ from Pillow: {mismatches[:10]}"
+
+
+def test_resize_rejects_bad_sizes(tool: Path, tmp_path: Path) -> None:
+    src = tmp_path / "a.raw"
+    write_raw(src, _noise(4, 4, 0))
+    res = run(tool, "resize", src, 0, 5, "bilinear", tmp_path / "o.raw")
+    assert res.returncode == 1 and "invalid" in res.stdout
+    res = run(tool, "resize", src, 5, 5, "bogus", tmp_path / "o.raw")
+    assert res.returncode == 1 and "interpolation 'bogus' is unknown" in res.stdout
+
+
+# ---------------------------------------------------------------------------------------------------- decoding
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+_ADAM7 = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+
+
+def write_png(path: Path, arr: np.ndarray, color_type: int, interlace: bool = False, extra: bytes = b"") -> None:
+    """A minimal PNG writer for what Pillow cannot save: 16-bit colour, 16-bit gray+alpha, Adam7 interlacing.
+    ``arr`` is (H, W, C) uint8 or big-endian-able uint16."""
+    h, w = arr.shape[:2]
+    depth = 16 if arr.dtype == np.uint16 else 8
+    data = arr.astype(">u2" if depth == 16 else np.uint8)
+
+    def rows(img: np.ndarray) -> bytes:
+        return b"".join(b"\x00" + img[y].tobytes() for y in range(img.shape[0])) if img.size else b""
+
+    if interlace:
+        raw = b"".join(rows(data[y0::dy, x0::dx]) for x0, y0, dx, dy in _ADAM7)
+    else:
+        raw = rows(data)
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 1 if interlace else 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + extra
+                     + _png_chunk(b"IDAT", zlib.compress(raw)) + _png_chunk(b"IEND", b""))
+
+
+def _exif_bytes(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif.tobytes()
+
+
+def build_corpus(root: Path) -> dict[str, Path]:
+    """Files for decode parity, name -> path. Photos are smooth + noise so JPEG's lossy paths are exercised."""
+    root.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    photo = np.clip(_smooth(120, 160, 1).astype(int) + _noise(120, 160, 2) // 8 - 16, 0, 255).astype(np.uint8)
+    rgb = Image.fromarray(photo, "RGB")
+
+    def save(name: str, img: Image.Image, **kw) -> None:
+        files[name] = root / name
+        img.save(files[name], **kw)
+
+    # JPEG
+    for q in (40, 75, 95):
+        save(f"q{q}.jpg", rgb, quality=q)
+    for sub in (0, 1, 2):
+        save(f"sub{sub}.jpg", rgb, quality=90, subsampling=sub)
+    save("progressive.jpg", rgb, quality=85, progressive=True)
+    save("odd_size.jpg", Image.fromarray(_smooth(37, 53, 3), "RGB"), quality=90)
+    save("tiny.jpg", Image.fromarray(_noise(1, 1, 4), "RGB"))
+    save("wide.jpg", Image.fromarray(_smooth(2, 900, 5), "RGB"))
+    save("gray.jpg", rgb.convert("L"), quality=90)
+    save("cmyk.jpg", rgb.convert("CMYK"), quality=90)
+    for o in range(1, 9):
+        save(f"exif{o}.jpg", Image.fromarray(_smooth(30, 50, o), "RGB"), quality=92, exif=_exif_bytes(o))
+    # PNG
+    rgba = np.dstack([photo, _noise(120, 160, 6)[..., 0]])
+    save("rgb.png", rgb)
+    save("rgba.png", Image.fromarray(rgba, "RGBA"))
+    save("la.png", Image.fromarray(rgba[..., [0, 3]], "LA"))
+    save("l.png", rgb.convert("L"))
+    save("one_bit.png", rgb.convert("1"))
+    pal = rgb.quantize(colors=50)
+    save("p.png", pal)
+    pal_t = pal.copy()
+    pal_t.info["transparency"] = 3
+    save("p_trns.png", pal_t, transparency=3)
+    save("p_alpha.png", pal, transparency=bytes(range(0, 250, 5)))
+    save("p4.png", rgb.quantize(colors=12), bits=4)
+    save("exif6.png", rgb, exif=_exif_bytes(6))
+    i16 = (_smooth(40, 60, 7)[..., 0].astype(np.uint32) * 257 + _noise(40, 60, 7)[..., 0]).clip(0, 65535)
+    save("i16.png", Image.fromarray(i16.astype(np.uint16)))  # mode I;16
+    deep = (_smooth(33, 47, 8).astype(np.uint16) * 257 + _noise(33, 47, 9).astype(np.uint16))
+    for name, arr, ct, il in [("rgb16.png", deep, 2, False), ("rgba16.png", np.dstack([deep, deep[..., :1]]), 6, False),
+                              ("la16.png", deep[..., :2], 4, False), ("gray16_il.png", deep[..., :1], 0, True),
+                              ("rgb_interlaced.png", photo, 2, True), ("rgba_interlaced.png", rgba[:17, :23], 6, True)]:
+        files[name] = root / name
+        write_png(files[name], arr, ct, interlace=il)
+    return files
+
+
+BAD_INPUTS = ["empty.jpg", "text.png", "truncated.jpg", "truncated.png", "garbage_after_header.png",
+              "garbage_after_header.jpg", "no_eoi.jpg", "a_folder.jpg", "missing.png"]
+
+
+def build_bad_inputs(root: Path, good_jpeg: Path, good_png: Path) -> dict[str, Path]:
+    root.mkdir(parents=True, exist_ok=True)
+    jpg, png = good_jpeg.read_bytes(), good_png.read_bytes()
+    content = {
+        "empty.jpg": b"",
+        "text.png": b"this is not an image\n" * 20,
+        "truncated.jpg": jpg[: len(jpg) // 2],
+        "truncated.png": png[: len(png) // 2],
+        "garbage_after_header.png": png[:33] + bytes(np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8)),
+        "garbage_after_header.jpg": jpg[:200] + bytes(np.random.default_rng(1).integers(0, 256, 500, dtype=np.uint8)),
+        "no_eoi.jpg": jpg[:-2],
+    }
+    files = {}
+    for name, data in content.items():
+        files[name] = root / name
+        files[name].write_bytes(data)
+    files["a_folder.jpg"] = root / "a_folder.jpg"
+    files["a_folder.jpg"].mkdir()
+    files["missing.png"] = root / "missing.png"
+    return files
+
+
+def test_decode_matches_load_image(tool: Path, tmp_path: Path) -> None:
+    files = build_corpus(tmp_path / "corpus")
+    status, pixel_diffs, jpeg_lsb = [], [], []
+    for name, path in files.items():
+        want, got = py_decode(path), cpp_decode(tool, path, tmp_path)
+        if isinstance(want, str) or isinstance(got, str):
+            status.append(f"{name}: python={'error' if isinstance(want, str) else 'ok'} "
+                          f"c++={'error: ' + got if isinstance(got, str) else 'ok'}")
+            continue
+        if want.shape != got.shape:
+            pixel_diffs.append(f"{name}: shape {got.shape} != {want.shape}")
+            continue
+        diff = np.abs(want.astype(int) - got.astype(int))
+        if diff.max():
+            entry = f"{name}: max abs diff {diff.max()}, {int((diff > 0).sum())} values differ"
+            (jpeg_lsb if name.endswith(".jpg") else pixel_diffs).append(entry)
+    assert not status, f"decode status differs from load_image: {status}"
+    assert not pixel_diffs, f"decoded pixels differ from load_image: {pixel_diffs}"
+    assert not jpeg_lsb, f"JPEG decode differs from Pillow's (libjpeg-turbo version?): {jpeg_lsb}"
+
+
+def test_bad_inputs_are_errors_in_both(tool: Path, tmp_path: Path) -> None:
+    good = build_corpus(tmp_path / "corpus")
+    bad = build_bad_inputs(tmp_path / "bad", good["q75.jpg"], good["rgb.png"])
+    assert sorted(bad) == sorted(BAD_INPUTS)
+    for name, path in bad.items():
+        want, got = py_decode(path), cpp_decode(tool, path, tmp_path)
+        assert isinstance(want, str), f"{name}: expected load_image to fail"
+        assert isinstance(got, str), f"{name}: load_image fails ({want}) but the C++ decoder accepted it"
+        assert got.startswith(str(path) + ": "), f"{name}: message does not name the file: {got}"
+
+
+@pytest.mark.parametrize("interp", ["bilinear", "bicubic", "nearest"])
+def test_preprocess_matches_load_and_preprocess(tool: Path, tmp_path: Path, interp: str) -> None:
+    files = build_corpus(tmp_path / "corpus")
+    names = ["q75.jpg", "sub2.jpg", "gray.jpg", "exif6.jpg", "rgba.png", "p_trns.png", "i16.png", "odd_size.jpg"]
+    for (h, w) in [(64, 64), (448, 448), (37, 91)]:
+        card = ModelCard(classes=["a", "b"], input_size=(h, w), interpolation=interp)
+        for name in names:
+            out = tmp_path / "t.f32"
+            res = run(tool, "preprocess", files[name], h, w, interp, out)
+            assert res.returncode == 0, res.stdout + res.stderr
+            got = np.fromfile(out, dtype=np.float32).reshape(3, h, w)
+            want = load_and_preprocess(files[name], card)
+            assert np.abs(got - want).max() <= 1e-6, f"{name} {interp} {h}x{w}: max diff {np.abs(got - want).max()}"
