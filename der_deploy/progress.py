@@ -11,9 +11,20 @@ from rich.table import Table
 
 T = TypeVar("T")
 
-err_console = Console(stderr=True, highlight=False)
-# Piped output (files, CI logs) is not squeezed into 80 columns: tables keep their natural width.
-out_console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+# A file, pipe or CI log has no width: rich would assume 80 columns and cut table cells ("check (atol/…").
+# Not a terminal -> no limit, so tables keep their natural width and lines are never wrapped.
+UNBOUNDED = 100_000
+
+
+def _width(stream) -> int | None:
+    try:
+        return None if stream.isatty() else UNBOUNDED
+    except (AttributeError, ValueError):  # closed or replaced stream
+        return UNBOUNDED
+
+
+err_console = Console(stderr=True, highlight=False, width=_width(sys.stderr))
+out_console = Console(highlight=False, soft_wrap=True, width=_width(sys.stdout))
 
 
 def progress_enabled() -> bool:
