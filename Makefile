@@ -25,6 +25,7 @@ cpp: $(STAMP)
 	bash scripts/cpp_build.sh
 
 test: $(STAMP) cpp
+	PYTHON=$(abspath $(BIN))/python bash scripts/triton_server.sh >/dev/null  # a real tritonserver for tests/serve
 	PATH=$(abspath $(BIN)):$$PATH bash scripts/test.sh
 	ctest --test-dir build/cpp --output-on-failure -j2
 
