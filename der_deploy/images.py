@@ -170,6 +170,16 @@ def load_image(path: str | Path) -> Image.Image:
     corrupt file, or a decompression bomb.
     """
     path = Path(path)
+    return decode_image(read_image_bytes(path), path)
+
+
+def read_image_bytes(path: str | Path) -> bytes:
+    """The encoded bytes of an image file, with :func:`load_image`'s errors for what cannot be read.
+
+    Shared by :func:`load_image` and clients that send files undecoded (der-infer --triton), so a missing
+    file or a FIFO is reported in the same words either way.
+    """
+    path = Path(path)
     try:
         mode = path.stat().st_mode  # before opening: open() on a FIFO blocks until a writer appears
         if stat.S_ISDIR(mode):
@@ -183,7 +193,7 @@ def load_image(path: str | Path) -> Image.Image:
         raise ImageError(path, "is a folder, not an image file") from None
     except OSError as err:
         raise ImageError(path, f"cannot read file ({err.strerror or err})") from None
-    return decode_image(data, path)
+    return data
 
 
 def decode_image(data: bytes, name: str | Path = "<bytes>") -> Image.Image:
