@@ -26,7 +26,8 @@ const char* kHelp =
     "  --batch-size N             Images per engine call.  [default: 8]\n"
     "  --threshold T              One threshold for every class (default: the card's per-class thresholds).\n"
     "  --top-k K                  The K highest-scoring labels, whatever their score.\n"
-    "  --format [jsonl|json|csv]  Output format (default: from -o's suffix, else jsonl).\n"
+    "  --format [jsonl|json|csv]  Default: from -o's suffix (.json, .jsonl, .csv), else jsonl. Paths that are not\n"
+    "                             UTF-8 are written losslessly: invalid bytes as \\xNN, backslashes doubled.\n"
     "  -o, --output FILE          Write here (atomically) instead of stdout.\n"
     "  --strict                   Exit 1 if any image could not be read.\n"
     "  --backend [auto|ort|trt]   [default: auto]\n"
@@ -138,14 +139,20 @@ Args parse(int argc, char** argv) {
   return a;
 }
 
+// --format if given; else from -o's suffix as der-infer does (output_format); jsonl on stdout.
 std::string infer_format(const Args& a) {
   if (!a.format.empty()) return a.format;
-  for (const char* s : {".jsonl", ".json", ".csv"}) {
-    const std::string suf = s;
-    if (a.output.size() > suf.size() && a.output.compare(a.output.size() - suf.size(), suf.size(), suf) == 0)
-      return s + 1;
-  }
-  return "jsonl";
+  if (a.output.empty()) return "jsonl";
+  const std::string name = der::normalize_path(a.output).substr(der::normalize_path(a.output).find_last_of('/') + 1);
+  const auto dot = name.rfind('.');
+  std::string suffix = (dot == std::string::npos || dot == 0 || dot + 1 == name.size()) ? "" : name.substr(dot);
+  for (auto& ch : suffix)
+    if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
+  if (suffix == ".json") return "json";
+  if (suffix == ".jsonl" || suffix == ".ndjson") return "jsonl";
+  if (suffix == ".csv") return "csv";
+  throw UsageError{"cannot tell the format from " + der::path_text(name) +
+                   ": name it .json, .jsonl or .csv, or pass --format (jsonl, json, csv)"};
 }
 
 std::vector<std::string> split(const std::string& text, char sep) {
@@ -160,6 +167,7 @@ std::vector<std::string> split(const std::string& text, char sep) {
 }
 
 int run(const Args& a) {
+  const std::string format = infer_format(a);
   if (!a.output.empty()) derinfer::check_writable(a.output);
   der::Options opts;
   opts.backend = a.backend;
@@ -179,14 +187,16 @@ int run(const Args& a) {
     auto sorted = der::image_extensions();
     std::sort(sorted.begin(), sorted.end());
     for (const auto& e : sorted) exts += (exts.empty() ? "" : ", ") + e;
-    throw der::Error("no image files found in " + where + " (folders are searched recursively for " + exts + ")");
+    const std::string skipped = found.skipped_total() ? "; " + found.describe_skipped() : "";
+    throw der::Error("no image files found in " + where + " (folders are searched recursively for " + exts + ")" +
+                     skipped);
   }
   der::Rule rule{a.threshold, a.top_k};
   std::size_t failed = 0;
   der::Stats stats;
   {
     derinfer::Output out(a.output);
-    derinfer::Writer writer(infer_format(a), out.stream(), card.classes);
+    derinfer::Writer writer(format, out.stream(), card.classes);
     pred.predict_stream(found.paths, rule, [&](der::Prediction&& p) {
       if (!p.ok()) {
         ++failed;
@@ -199,13 +209,12 @@ int run(const Args& a) {
     writer.finish();
     out.commit();
   }
-  if (found.skipped)
-    std::fprintf(stderr, "%zu folder entr%s skipped (dangling symlinks, FIFOs, sockets or devices)\n", found.skipped,
-                 found.skipped == 1 ? "y" : "ies");
   if (failed)
     std::fprintf(stderr, "%zu of %zu images could not be read and were skipped%s\n", failed, found.paths.size(),
                  a.strict ? " (--strict: exit 1)" : "");
-  std::fprintf(stderr, "%s\n", derinfer::describe(stats).c_str());
+  // The summary line also counts what the folder walk skipped (dangling symlinks, FIFOs, ...), as der-infer's.
+  const std::string skipped = found.skipped_total() ? "; " + found.describe_skipped() : "";
+  std::fprintf(stderr, "%s%s\n", derinfer::describe(stats).c_str(), skipped.c_str());
   return failed && a.strict ? 1 : 0;
 }
 

@@ -84,7 +84,7 @@ std::string join(const std::string& dir, const std::string& name) {
 
 // rglob("*") of Python 3.11: every entry of every folder, recursing into real folders (not symlinked ones);
 // hidden names are dropped here (the Python filter drops any path with a hidden part anyway).
-void walk(const std::string& dir, std::vector<std::string>& hits, std::size_t& skipped) {
+void walk(const std::string& dir, std::vector<std::string>& hits, std::map<std::string, std::size_t>& skipped) {
   DIR* d = ::opendir(dir.c_str());
   if (!d) return;  // pathlib ignores folders it may not list
   std::vector<std::string> names;
@@ -104,12 +104,43 @@ void walk(const std::string& dir, std::vector<std::string>& hits, std::size_t& s
       continue;
     }
     if (!is_image_name(name)) continue;
-    if (target_ok && S_ISREG(st.st_mode)) hits.push_back(p);
-    else if (!(target_ok && S_ISDIR(st.st_mode))) ++skipped;  // dangling link, FIFO, socket, device
+    if (!target_ok) ++skipped["dangling symlink"];  // or a symlink loop; nothing is opened
+    else if (S_ISREG(st.st_mode)) hits.push_back(p);
+    else if (!S_ISDIR(st.st_mode)) ++skipped[file_kind(st.st_mode)];
   }
 }
 
 }  // namespace
+
+std::string file_kind(unsigned mode) {
+  if (S_ISDIR(mode)) return "folder";
+  if (S_ISFIFO(mode)) return "FIFO";
+  if (S_ISSOCK(mode)) return "socket";
+  if (S_ISCHR(mode)) return "character device";
+  if (S_ISBLK(mode)) return "block device";
+  return "special file";
+}
+
+std::size_t FoundImages::skipped_total() const {
+  std::size_t n = 0;
+  for (const auto& kv : skipped) n += kv.second;
+  return n;
+}
+
+std::string FoundImages::describe_skipped() const {
+  static const char* order[] = {"dangling symlink", "FIFO", "socket", "character device", "block device"};
+  std::vector<std::pair<std::size_t, std::string>> kinds;  // (rank, kind): known kinds first, then by name
+  for (const auto& kv : skipped) {
+    std::size_t rank = 5;
+    for (std::size_t i = 0; i < 5; ++i)
+      if (kv.first == order[i]) rank = i;
+    if (kv.second) kinds.emplace_back(rank, kv.first);
+  }
+  std::sort(kinds.begin(), kinds.end());
+  std::string out;
+  for (const auto& k : kinds) out += (out.empty() ? "" : ", ") + std::to_string(skipped.at(k.second)) + " " + k.second;
+  return out.empty() ? "" : "skipped in folders: " + out;
+}
 
 const std::vector<std::string>& image_extensions() {
   static const std::vector<std::string> ext = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif",

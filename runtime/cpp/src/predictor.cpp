@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <thread>
 
+#include "der/paths.hpp"
 #include "der/runner.hpp"
 #include "thread_pool.hpp"
 
@@ -170,7 +171,7 @@ Predictor::Decoded Predictor::decode_batch(const std::vector<std::string>& paths
       struct stat st {};
       // Never open a FIFO, socket or device: reading one could block forever.
       if (::stat(paths[i].c_str(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
-        throw ImageError(paths[i], "not a regular file (a FIFO, socket or device); give an image file");
+        throw ImageError(paths[i], "not a regular file (a " + file_kind(st.st_mode) + "); name an image file");
       Bitmap img = decode_file(paths[i]);
       preprocess(img.view(), card_.height, card_.width, card_.interpolation, card_.mean.data(), card_.std_dev.data(),
                  card_.bgr(), d.data.data() + d.ok.size() * chw);

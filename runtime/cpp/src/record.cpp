@@ -9,12 +9,8 @@ namespace {
 std::string jstr(const std::string& s) { return nlohmann::json(s).dump(-1, ' ', true); }
 }  // namespace
 
-std::string error_text(const Prediction& p) {
-  const std::string prefix = p.path + ": ";
-  if (!p.path.empty() && p.error.compare(0, prefix.size(), prefix) == 0)
-    return path_text(p.path) + ": " + p.error.substr(prefix.size());
-  return path_text(p.error);  // an error that does not start with the path: still valid UTF-8
-}
+// As Prediction.to_dict in Python: path_text of the whole message, so the quoted path is lossless too.
+std::string error_text(const Prediction& p) { return path_text(p.error); }
 
 std::string json_number(float v) { return nlohmann::json(static_cast<double>(v)).dump(); }
 

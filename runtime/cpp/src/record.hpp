@@ -7,7 +7,7 @@
 
 namespace der {
 
-// The error text of a failed prediction with its path written as path_text ("<path text>: <reason>").
+// The error text of a failed prediction as written everywhere: path_text of "<path>: <reason>".
 std::string error_text(const Prediction& p);
 
 // One JSON record as Python's json.dumps writes it ({"path": ..., "labels": [...], "scores": {...}} or

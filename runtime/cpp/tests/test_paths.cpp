@@ -61,7 +61,8 @@ TEST_F(Walk, FindsImagesRecursivelySortedAndCountsSkipped) {
   std::vector<std::string> want;
   for (const char* f : {"a.png", "b.JPG", "link.png", "sub/c.webp", "sub/deeper/d.jpeg"}) want.push_back(root_ + "/" + f);
   EXPECT_EQ(found.paths, want);
-  EXPECT_EQ(found.skipped, 2u);  // the dangling symlink and the FIFO
+  EXPECT_EQ(found.skipped_total(), 2u);
+  EXPECT_EQ(found.describe_skipped(), "skipped in folders: 1 dangling symlink, 1 FIFO");
 }
 
 TEST_F(Walk, ExplicitFilesKeptInOrderAndDeduplicated) {

@@ -1,6 +1,7 @@
 // Finding images and writing paths, as der_deploy.images.find_images and der_deploy's path text do.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -22,13 +23,21 @@ std::string path_text(const std::string& path);
 bool path_less(const std::string& a, const std::string& b);
 
 struct FoundImages {
-  std::vector<std::string> paths;  // normalised, in order, de-duplicated
-  std::size_t skipped = 0;         // entries inside folders skipped: dangling symlinks, FIFOs, sockets, devices
+  std::vector<std::string> paths;                // normalised, in order, de-duplicated
+  std::map<std::string, std::size_t> skipped;  // folder entries skipped, by kind: "dangling symlink", "FIFO", ...
+  std::size_t skipped_total() const;
+  // "skipped in folders: 1 dangling symlink, 2 FIFO" (ImageScan.describe_skipped), or "" when none.
+  std::string describe_skipped() const;
 };
 
-// Expand files and folders: explicit paths are kept (in the given order, whatever their suffix); folders are
-// walked recursively (not into symlinked folders) keeping regular files (or links to them) with an image
-// suffix, hidden parts skipped, sorted per folder with path_less. Duplicates dropped (first wins).
+// What a non-regular st_mode is, in words: "folder", "FIFO", "socket", "character device", "block device".
+std::string file_kind(unsigned mode);
+
+// Expand files and folders exactly as der_deploy.images.scan_images (its docstring lists the rules): explicit
+// paths are kept (in the given order, whatever their suffix); folders are walked recursively (not into symlinked
+// folders) keeping regular files (or links to them) with an image suffix, hidden parts skipped, sorted per
+// folder with path_less; dangling symlinks, FIFOs, sockets and devices in folders are counted, never opened.
+// Duplicates dropped (first wins).
 // Throws ImageError "<path>: no such file or folder; check the path" for a path that does not exist.
 FoundImages find_images(const std::vector<std::string>& paths);
 
