@@ -89,8 +89,11 @@ def _open_output(output: Path | None) -> Iterator[IO[str]]:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--engine", required=True, type=click.Path(path_type=Path),
+@click.option("--engine", type=click.Path(path_type=Path),
               help="Model file: .onnx (ONNX Runtime) or .plan/.engine (TensorRT) from der-export.")
+@click.option("--triton", metavar="URL",
+              help="Instead of --engine: a Triton server (der-serve) at HOST:PORT (HTTP) or grpc://HOST:PORT[/MODEL]; "
+                   "--batch-size requests in flight, batched by the server.")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, None), help="Images per engine call.")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0),
@@ -108,13 +111,15 @@ def _open_output(output: Path | None) -> Iterator[IO[str]]:
 @click.option("--providers", help="ONNX Runtime providers in priority order, e.g. cpu or cuda,cpu (default cpu).")
 @click.option("--workers", type=click.IntRange(0, None), help="Decode threads (default: up to 4; 0 decodes inline).")
 @handle_errors
-def main(engine, paths, batch_size, threshold, top_k, fmt, output, cam_dir, strict, backend, providers, workers):
+def main(engine, triton, paths, batch_size, threshold, top_k, fmt, output, cam_dir, strict, backend, providers, workers):
     """Classify images (files or folders, walked recursively) with a DER engine.
 
     Unreadable images are reported on stderr and skipped; the exit code is 0 unless --strict.
     """
     if threshold is not None and top_k is not None:
         raise click.UsageError("--threshold and --top-k are mutually exclusive; give one of them")
+    if (engine is None) == (triton is None):
+        raise click.UsageError("give --engine MODEL (local) or --triton HOST:PORT (a server), exactly one of them")
     from der_deploy.errors import DerError, ImageError
     from der_deploy.fileio import check_writable
     from der_deploy.images import IMAGE_EXTENSIONS, load_image, scan_images
@@ -125,7 +130,13 @@ def main(engine, paths, batch_size, threshold, top_k, fmt, output, cam_dir, stri
     fmt = output_format(fmt, output)
     if output is not None:
         check_writable(output)
-    with Predictor(engine, backend=backend, providers=providers, batch_size=batch_size, workers=workers) as pred:
+    if triton is not None:
+        from der_deploy.runtime.triton_client import TritonPredictor
+
+        predictor = TritonPredictor(triton, concurrency=batch_size)
+    else:
+        predictor = Predictor(engine, backend=backend, providers=providers, batch_size=batch_size, workers=workers)
+    with predictor as pred:
         card = pred.card
         if top_k is not None and top_k > card.num_classes:
             raise click.BadParameter(f"{top_k} exceeds the model's {card.num_classes} classes", param_hint="--top-k")
