@@ -74,8 +74,19 @@ def _load_tensorrt():
 @click.option("--workspace", type=click.FloatRange(min=0, min_open=True), default=None, help="TensorRT workspace in GB.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="TensorRT timing cache file (read if present, updated after the build).")
+@click.option("--triton", "triton_repo", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write a Triton model repository here (MODEL may then be an .onnx or a .plan as is).")
+@click.option("--triton-name", default="der", show_default=True, help="Triton model name (entry: NAME_e2e).")
+@click.option("--triton-backend", type=click.Choice(["onnxruntime", "tensorrt", "python"]), default=None,
+              help="Engine step: Triton's native backend, or python (der_deploy.runtime in Triton's Python backend) "
+                   "[default: tensorrt for a .plan, else onnxruntime].")
+@click.option("--max-batch", type=click.IntRange(min=1), default=None,
+              help="Triton max_batch_size [default: MAX of the batch profile].")
+@click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Triton instances of the engine and preprocessing models.")
 @handle_errors
-def main(model, output, fp16, int8, calib, calib_max, cadm, profile, opset, samples, trt, workspace, timing_cache):
+def main(model, output, fp16, int8, calib, calib_max, cadm, profile, opset, samples, trt, workspace, timing_cache,
+         triton_repo, triton_name, triton_backend, max_batch, instances):
     """Export a DER checkpoint (MODEL, from der-train) to verified ONNX; MODEL may be an .onnx with --fp16/--int8/--trt."""
     if int8 and calib is None:
         raise click.UsageError("--int8 needs --calib DIR (a folder of real images for calibration)")
@@ -83,7 +94,13 @@ def main(model, output, fp16, int8, calib, calib_max, cadm, profile, opset, samp
         raise click.UsageError("--calib is only used with --int8")
     if not trt and (workspace is not None or timing_cache is not None):
         raise click.UsageError("--workspace and --timing-cache are TensorRT options; add --trt")
+    triton = _triton_args(model, triton_repo, triton_name, triton_backend, max_batch, instances, trt,
+                          variants=fp16 or int8 or trt)
+    if triton is not None and model.suffix.lower() in (".plan", ".engine"):
+        return _write_triton(model, **triton)
     from_onnx = model.suffix.lower() == ".onnx"
+    if from_onnx and triton is not None and not (fp16 or int8 or trt):
+        return _write_triton(model, **triton)
     if from_onnx and not (fp16 or int8 or trt):
         raise click.UsageError(f"{model} is already ONNX; add --fp16, --int8 or --trt to make a variant of it")
     if from_onnx and (cadm or opset is not None):
@@ -118,6 +135,9 @@ def main(model, output, fp16, int8, calib, calib_max, cadm, profile, opset, samp
                                        workspace=workspace, timing_cache=timing_cache)
         rows.append(Row(Path(plan), f"TensorRT {'int8' if int8 else 'fp16'} {profile}", time.perf_counter() - t0))
     _summary(rows)
+    if triton is not None:
+        use_plan = triton["backend"] == "tensorrt"
+        _write_triton(names["plan"] if use_plan else (model if from_onnx else names["fp32"]), **triton)
 
 
 def _export(model, from_onnx, names, *, fp16, int8, s8s8, calib, calib_max, cadm, profile, opset, samples) -> list[Row]:
@@ -174,6 +194,33 @@ def _export(model, from_onnx, names, *, fp16, int8, s8s8, calib, calib_max, cadm
         row.seconds = time.perf_counter() - t0
         rows.append(row)
     return rows
+
+
+def _triton_args(model, repo, name, backend, max_batch, instances, trt, variants) -> dict | None:
+    """Validate the --triton options up front (before minutes of export); None without --triton."""
+    if repo is None:
+        if backend is not None or max_batch is not None or instances != 1 or name != "der":
+            raise click.UsageError("--triton-name, --triton-backend, --max-batch and --instances need --triton REPO")
+        if model.suffix.lower() in (".plan", ".engine"):
+            raise click.UsageError(f"{model} is a TensorRT plan; der-export uses it only to write --triton REPO")
+        return None
+    is_plan = model.suffix.lower() in (".plan", ".engine")
+    if is_plan and variants:
+        raise click.UsageError("a .plan MODEL can only be written into --triton REPO; drop --fp16/--int8/--trt")
+    if backend == "tensorrt" and not (is_plan or trt):
+        raise click.UsageError("--triton-backend tensorrt serves a TensorRT plan: add --trt, or give the .plan as MODEL")
+    from der_deploy.export.triton import _pb2
+
+    _pb2()  # tritonclient (Triton's config schema) must be there before any export work
+    return {"repo": repo, "name": name, "backend": backend, "max_batch": max_batch, "instances": instances}
+
+
+def _write_triton(engine: Path, *, repo, name, backend, max_batch, instances) -> None:
+    from der_deploy.export.triton import describe, write_repository
+
+    rep = write_repository(engine, repo, name=name, backend=backend, max_batch=max_batch, instances=instances)
+    click.echo("\n".join(describe(rep)))
+    click.echo(f"serve it: der-serve {repo}    query it: der-infer --triton 127.0.0.1:8000 IMAGES...")
 
 
 def _summary(rows: list[Row]) -> None:
