@@ -71,6 +71,7 @@ Kernel kernel_for(Interpolation interp) {
 // weights[i * ksize + t].
 struct AxisTable {
   int ksize = 0;
+  int fixed = 0;  // when > 0, every entry has exactly this many taps (see build_table)
   std::vector<int> first, count;
   std::vector<std::int32_t> weights;
 };
@@ -109,6 +110,21 @@ AxisTable build_table(int in_size, int out_size, const Kernel& kernel) {
     t.first[i] = lo;
     t.count[i] = n;
   }
+  // For speed every entry gets the same number of taps (the largest count) when the source is long enough: the
+  // window is moved left where it would run past the end and the extra taps get weight 0, adding nothing.
+  const int kmax = *std::max_element(t.count.begin(), t.count.end());
+  if (in_size >= kmax) {
+    for (int i = 0; i < out_size; ++i) {
+      std::int32_t* k = &t.weights[static_cast<std::size_t>(i) * t.ksize];
+      const int shift = std::max(0, t.first[i] + kmax - in_size);
+      if (shift) {
+        for (int x = kmax - 1; x >= 0; --x) k[x] = x >= shift ? k[x - shift] : 0;
+        t.first[i] -= shift;
+      }
+      t.count[i] = kmax;
+    }
+    t.fixed = kmax;
+  }
   return t;
 }
 
@@ -121,16 +137,17 @@ inline std::uint8_t clamp_fixed(std::uint32_t acc) {
 
 constexpr std::uint32_t kHalf = 1u << (kPrecisionBits - 1);
 
-void horizontal_pass(const Image& src, int row0, int rows, const AxisTable& t, int out_w, std::uint8_t* dst) {
+template <int K>
+void horizontal_rows(const Image& src, int row0, int rows, const AxisTable& t, int out_w, std::uint8_t* dst) {
   const std::size_t in_stride = src.row_bytes();
   for (int y = 0; y < rows; ++y) {
     const std::uint8_t* in = src.data + static_cast<std::size_t>(row0 + y) * in_stride;
-    std::uint8_t* out = dst + static_cast<std::size_t>(y) * out_w * 3;
-    for (int x = 0; x < out_w; ++x) {
-      const std::int32_t* k = &t.weights[static_cast<std::size_t>(x) * t.ksize];
+    std::uint8_t* __restrict out = dst + static_cast<std::size_t>(y) * out_w * 3;
+    const std::int32_t* k = t.weights.data();
+    for (int x = 0; x < out_w; ++x, k += t.ksize) {
       const std::uint8_t* p = in + static_cast<std::size_t>(t.first[x]) * 3;
+      const int n = K > 0 ? K : t.count[x];
       std::uint32_t r = kHalf, g = kHalf, b = kHalf;
-      const int n = t.count[x];
       for (int i = 0; i < n; ++i, p += 3) {
         const std::uint32_t w = static_cast<std::uint32_t>(k[i]);
         r += p[0] * w;
@@ -144,22 +161,47 @@ void horizontal_pass(const Image& src, int row0, int rows, const AxisTable& t, i
   }
 }
 
+void horizontal_pass(const Image& src, int row0, int rows, const AxisTable& t, int out_w, std::uint8_t* dst) {
+  // A fixed tap count lets the compiler unroll the inner loop.
+  switch (t.fixed) {
+    case 1: return horizontal_rows<1>(src, row0, rows, t, out_w, dst);
+    case 2: return horizontal_rows<2>(src, row0, rows, t, out_w, dst);
+    case 3: return horizontal_rows<3>(src, row0, rows, t, out_w, dst);
+    case 4: return horizontal_rows<4>(src, row0, rows, t, out_w, dst);
+    case 5: return horizontal_rows<5>(src, row0, rows, t, out_w, dst);
+    case 6: return horizontal_rows<6>(src, row0, rows, t, out_w, dst);
+    case 7: return horizontal_rows<7>(src, row0, rows, t, out_w, dst);
+    case 8: return horizontal_rows<8>(src, row0, rows, t, out_w, dst);
+    default: break;
+  }
+  horizontal_rows<0>(src, row0, rows, t, out_w, dst);
+}
+
 // rows of `src_data` start at row 0 = source row `row0`; `t.first` is in source coordinates.
 void vertical_pass(const std::uint8_t* src_data, std::size_t src_stride, int row0, int width, const AxisTable& t,
                    int out_h, std::uint8_t* dst) {
   const std::size_t n_bytes = static_cast<std::size_t>(width) * 3;
-  std::vector<std::uint32_t> acc(n_bytes);
+  std::vector<std::uint32_t> acc_buf(n_bytes);
+  std::uint32_t* __restrict acc = acc_buf.data();
   for (int y = 0; y < out_h; ++y) {
-    std::fill(acc.begin(), acc.end(), kHalf);
     const std::int32_t* k = &t.weights[static_cast<std::size_t>(y) * t.ksize];
     const int n = t.count[y];
-    for (int i = 0; i < n; ++i) {
-      const std::uint8_t* in = src_data + static_cast<std::size_t>(t.first[y] - row0 + i) * src_stride;
-      const std::uint32_t w = static_cast<std::uint32_t>(k[i]);
-      std::uint32_t* a = acc.data();
-      for (std::size_t j = 0; j < n_bytes; ++j) a[j] += in[j] * w;
+    const std::uint8_t* base = src_data + static_cast<std::size_t>(t.first[y] - row0) * src_stride;
+    for (std::size_t j = 0; j < n_bytes; ++j) acc[j] = kHalf;
+    // Two source rows per sweep halves the accumulator traffic; the loops are plain enough to vectorise.
+    int i = 0;
+    for (; i + 1 < n; i += 2) {
+      const std::uint8_t* __restrict a = base + static_cast<std::size_t>(i) * src_stride;
+      const std::uint8_t* __restrict b = a + src_stride;
+      const std::uint32_t wa = static_cast<std::uint32_t>(k[i]), wb = static_cast<std::uint32_t>(k[i + 1]);
+      for (std::size_t j = 0; j < n_bytes; ++j) acc[j] += a[j] * wa + b[j] * wb;
     }
-    std::uint8_t* out = dst + static_cast<std::size_t>(y) * n_bytes;
+    if (i < n) {
+      const std::uint8_t* __restrict a = base + static_cast<std::size_t>(i) * src_stride;
+      const std::uint32_t wa = static_cast<std::uint32_t>(k[i]);
+      for (std::size_t j = 0; j < n_bytes; ++j) acc[j] += a[j] * wa;
+    }
+    std::uint8_t* __restrict out = dst + static_cast<std::size_t>(y) * n_bytes;
     for (std::size_t j = 0; j < n_bytes; ++j) out[j] = clamp_fixed(acc[j]);
   }
 }
