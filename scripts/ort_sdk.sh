@@ -22,6 +22,11 @@ if [ -z "$lib" ]; then
 fi
 
 if [ ! -f "$SDK/include/onnxruntime_cxx_api.h" ]; then
+  if ! command -v npm >/dev/null && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    echo "ort_sdk: installing npm" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends npm >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends npm >/dev/null; }
+  fi
   command -v npm >/dev/null || { echo "error: npm is needed to fetch the ONNX Runtime headers (apt-get install npm)" >&2; exit 2; }
   mkdir -p "$DEPS"
   tmp=$(mktemp -d "$DEPS/ort-headers.XXXXXX")
