@@ -211,6 +211,31 @@ def build_corpus(root: Path) -> dict[str, Path]:
                               ("rgb_interlaced.png", photo, 2, True), ("rgba_interlaced.png", rgba[:17, :23], 6, True)]:
         files[name] = root / name
         write_png(files[name], arr, ct, interlace=il)
+    # Other formats the C++ SDK decodes
+    small = Image.fromarray(photo[:45, :61], "RGB")
+    save("rgb.bmp", small)
+    save("l.bmp", small.convert("L"))
+    save("p.bmp", small.quantize(colors=20))
+    save("one_bit.bmp", small.convert("1"))
+    save("rgba.bmp", Image.fromarray(rgba[:45, :61], "RGBA"))
+    save("p.gif", small.quantize(colors=64))
+    save("p_trns.gif", small.quantize(colors=64), transparency=5)
+    save("not_interlaced.gif", small.quantize(colors=16), interlace=False)
+    save("lossy.webp", small, quality=80)
+    save("lossless.webp", small, lossless=True)
+    save("alpha.webp", Image.fromarray(rgba[:45, :61], "RGBA"), quality=70)
+    save("exif8.webp", small, quality=90, exif=_exif_bytes(8))
+    save("raw.tif", small)
+    save("lzw.tif", small, compression="tiff_lzw")
+    save("deflate_gray.tif", small.convert("L"), compression="tiff_adobe_deflate")
+    save("rgba.tif", Image.fromarray(rgba[:45, :61], "RGBA"))
+    save("one_bit.tif", small.convert("1"))
+    save("p.tif", small.quantize(colors=30))
+    save("i16.tif", Image.fromarray(i16.astype(np.uint16)))
+    save("orient6.tif", small, tiffinfo={274: 6})
+    save("rgb.ppm", small)
+    save("l.pgm", small.convert("L"))
+    save("one_bit.pbm", small.convert("1"))
     return files
 
 
