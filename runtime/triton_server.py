@@ -31,7 +31,8 @@ from pathlib import Path
 from der_deploy.errors import DerError
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
-_LOAD_ERROR = re.compile(r"failed to load '([^']+)'[^:]*: (.*?)\"?$")
+# Triton's own words for a model it refused: a bad config (poll) or a failed load.
+_LOAD_ERROR = re.compile(r"(?:failed to load|Poll failed for model directory) '([^']+)'[^:]*: (.*?)\"?$")
 
 
 class ServeError(DerError):
