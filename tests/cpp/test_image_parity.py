@@ -203,6 +203,14 @@ def build_corpus(root: Path) -> dict[str, Path]:
     save("p_alpha.png", pal, transparency=bytes(range(0, 250, 5)))
     save("p4.png", rgb.quantize(colors=12), bits=4)
     save("exif6.png", rgb, exif=_exif_bytes(6))
+    files["bad_exif.jpg"] = root / "bad_exif.jpg"  # unreadable EXIF that Pillow ignores (no JFIF DPI)
+    buf = io.BytesIO()
+    rgb.save(buf, format="JPEG", exif=_exif_bytes(3))
+    data = buf.getvalue()
+    files["bad_exif.jpg"].write_bytes(data[:2] + b"\xff\xe1\x00\x10Exif\x00\x00NOTATIFF" + data[2:])
+    xmp = b'<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'
+    save("xmp6.jpg", rgb, xmp=xmp)
+    save("xmp_and_exif.jpg", rgb, xmp=xmp, exif=_exif_bytes(1))
     i16 = (_smooth(40, 60, 7)[..., 0].astype(np.uint32) * 257 + _noise(40, 60, 7)[..., 0]).clip(0, 65535)
     save("i16.png", Image.fromarray(i16.astype(np.uint16)))  # mode I;16
     deep = (_smooth(33, 47, 8).astype(np.uint16) * 257 + _noise(33, 47, 9).astype(np.uint16))
@@ -240,12 +248,16 @@ def build_corpus(root: Path) -> dict[str, Path]:
 
 
 BAD_INPUTS = ["empty.jpg", "text.png", "truncated.jpg", "truncated.png", "garbage_after_header.png",
-              "garbage_after_header.jpg", "no_eoi.jpg", "a_folder.jpg", "missing.png"]
+              "garbage_after_header.jpg", "no_eoi.jpg", "a_folder.jpg", "missing.png", "fifo.jpg", "truncated.gif",
+              "truncated.webp", "truncated.bmp", "truncated.tif", "bad_exif_dpi.jpg", "bad_exif.png"]
 
 
-def build_bad_inputs(root: Path, good_jpeg: Path, good_png: Path) -> dict[str, Path]:
+def build_bad_inputs(root: Path, good: dict[str, Path]) -> dict[str, Path]:
     root.mkdir(parents=True, exist_ok=True)
-    jpg, png = good_jpeg.read_bytes(), good_png.read_bytes()
+    jpg, png = good["q75.jpg"].read_bytes(), good["rgb.png"].read_bytes()
+    buf = io.BytesIO()
+    Image.open(good["q75.jpg"]).save(buf, format="JPEG", dpi=(300, 300))
+    jpg_dpi = buf.getvalue()
     content = {
         "empty.jpg": b"",
         "text.png": b"this is not an image\n" * 20,
@@ -254,7 +266,14 @@ def build_bad_inputs(root: Path, good_jpeg: Path, good_png: Path) -> dict[str, P
         "garbage_after_header.png": png[:33] + bytes(np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8)),
         "garbage_after_header.jpg": jpg[:200] + bytes(np.random.default_rng(1).integers(0, 256, 500, dtype=np.uint8)),
         "no_eoi.jpg": jpg[:-2],
+        # EXIF that is not TIFF-structured: fatal in load_image for a PNG, and for a JPEG whose JFIF header
+        # gives a DPI (otherwise Pillow swallows it while opening; bad_exif.jpg in the good corpus)
+        "bad_exif_dpi.jpg": jpg_dpi[:20] + b"\xff\xe1\x00\x10Exif\x00\x00NOTATIFF" + jpg_dpi[20:],
+        "bad_exif.png": png[:33] + _png_chunk(b"eXIf", b"NOTATIFF") + png[33:],
     }
+    for name in ("p.gif", "lossy.webp", "rgb.bmp", "lzw.tif"):
+        data = good[name].read_bytes()
+        content["truncated." + name.split(".")[1]] = data[: len(data) * 2 // 3]
     files = {}
     for name, data in content.items():
         files[name] = root / name
@@ -262,6 +281,8 @@ def build_bad_inputs(root: Path, good_jpeg: Path, good_png: Path) -> dict[str, P
     files["a_folder.jpg"] = root / "a_folder.jpg"
     files["a_folder.jpg"].mkdir()
     files["missing.png"] = root / "missing.png"
+    files["fifo.jpg"] = root / "fifo.jpg"
+    os.mkfifo(files["fifo.jpg"])  # must be refused without opening (opening would block)
     return files
 
 
@@ -288,7 +309,7 @@ def test_decode_matches_load_image(tool: Path, tmp_path: Path) -> None:
 
 def test_bad_inputs_are_errors_in_both(tool: Path, tmp_path: Path) -> None:
     good = build_corpus(tmp_path / "corpus")
-    bad = build_bad_inputs(tmp_path / "bad", good["q75.jpg"], good["rgb.png"])
+    bad = build_bad_inputs(tmp_path / "bad", good)
     assert sorted(bad) == sorted(BAD_INPUTS)
     for name, path in bad.items():
         want, got = py_decode(path), cpp_decode(tool, path, tmp_path)
@@ -310,3 +331,13 @@ def test_preprocess_matches_load_and_preprocess(tool: Path, tmp_path: Path, inte
             got = np.fromfile(out, dtype=np.float32).reshape(3, h, w)
             want = load_and_preprocess(files[name], card)
             assert np.abs(got - want).max() <= 1e-6, f"{name} {interp} {h}x{w}: max diff {np.abs(got - want).max()}"
+
+
+def test_formats_outside_the_sdk_are_refused_clearly(tool: Path, tmp_path: Path) -> None:
+    """The one documented status difference: formats Pillow reads but the C++ SDK does not decode."""
+    cases = {"icon.ico": "ICO"}
+    Image.fromarray(_noise(16, 16, 3), "RGB").save(tmp_path / "icon.ico", format="ICO")
+    for name in cases:
+        assert not isinstance(py_decode(tmp_path / name), str), f"{name}: Pillow should read it"
+        got = cpp_decode(tool, tmp_path / name, tmp_path)
+        assert isinstance(got, str) and "not supported by the C++ SDK; convert it to PNG/JPEG" in got, got

@@ -137,6 +137,7 @@ int xmp_orientation(Bytes xmp) {
 Bitmap decode_memory(const std::uint8_t* data, std::size_t size, const std::string& name) {
   using namespace detail;
   const Bytes in{data, size};
+  if (size == 0) throw ImageError(name, "empty (0 bytes), not an image");
   Decoded d;
   if (starts_with(in, "\xff\xd8\xff", 3)) {
     d = decode_jpeg(in, name);
@@ -159,7 +160,7 @@ Bitmap decode_memory(const std::uint8_t* data, std::size_t size, const std::stri
     fail_unsupported(name, "of this file (ICO/PSD/QOI/DDS/JPEG 2000/AVIF/HEIF)");
   } else {
     throw ImageError(name, "not an image (format not recognised; the C++ SDK reads JPEG, PNG, BMP, GIF, "
-                           "TIFF, WebP and PNM)");
+                           "TIFF, WebP and binary PNM)");
   }
   if (d.orientation >= 2 && d.orientation <= 8) return apply_orientation(d.bitmap, d.orientation);
   return std::move(d.bitmap);
@@ -168,10 +169,19 @@ Bitmap decode_memory(const std::uint8_t* data, std::size_t size, const std::stri
 Bitmap decode_file(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
-    if (errno == ENOENT || errno == ENOTDIR) throw ImageError(path, "file not found");
+    if (errno == ENOENT) throw ImageError(path, "file not found");
     throw ImageError(path, std::string("cannot read file (") + std::strerror(errno) + ")");
   }
   if (S_ISDIR(st.st_mode)) throw ImageError(path, "is a folder, not an image file");
+  // Checked before opening: open() on a FIFO would block until a writer appears.
+  if (!S_ISREG(st.st_mode)) {
+    const char* kind = S_ISFIFO(st.st_mode)   ? "FIFO"
+                       : S_ISSOCK(st.st_mode) ? "socket"
+                       : S_ISCHR(st.st_mode)  ? "character device"
+                       : S_ISBLK(st.st_mode)  ? "block device"
+                                              : "special file";
+    throw ImageError(path, std::string("not a regular file (a ") + kind + "); name an image file");
+  }
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
   if (!f) throw ImageError(path, std::string("cannot read file (") + std::strerror(errno) + ")");
   std::vector<std::uint8_t> bytes;

@@ -141,7 +141,14 @@ Decoded decode_jpeg(Bytes in, const std::string& name) {
     throw ImageError(name, "truncated or corrupt JPEG (no end-of-image marker); re-download or re-encode it");
 
   int orientation = s.has_exif ? exif_orientation(Bytes{s.exif.data(), s.exif.size()}) : 0;
-  if (orientation < 0) fail_corrupt(name, "EXIF block is not a valid TIFF structure");
+  if (orientation < 0) {
+    // Pillow reads a JPEG's EXIF while opening it, to find the DPI, unless the JFIF header already gave one;
+    // that read swallows an unreadable EXIF (then there is no orientation, and XMP is not consulted either).
+    // Without that early read, exif_transpose meets the error and the Python runtime fails the file.
+    const bool jfif_dpi = s.cinfo.saw_JFIF_marker && (s.cinfo.density_unit == 1 || s.cinfo.density_unit == 2);
+    if (jfif_dpi) fail_corrupt(name, "EXIF block is not a valid TIFF structure");
+    orientation = 1;
+  }
   if (orientation == 0 && s.xmp.data) orientation = xmp_orientation(s.xmp);
   d.orientation = orientation;
   return d;

@@ -75,18 +75,28 @@ struct PngState {
 };
 
 // The orientation the text/eXIf chunks of `info` give: same precedence as Pillow's getexif.
-int orientation_of(png_structp png, png_infop info, png_infop end, const std::string& name) {
-  std::vector<std::uint8_t> exif;
-  bool have_exif = false;
-  Bytes xmp{nullptr, 0};
-  for (png_infop i : {info, end}) {
-    png_uint_32 n = 0;
-    png_bytep data = nullptr;
-    if (!have_exif && png_get_eXIf_1(png, i, &n, &data) && data) {
-      exif.assign(data, data + n);
-      have_exif = true;
+// The last eXIf chunk's payload, found by walking the chunk list: libpng drops an eXIf it finds malformed,
+// but Pillow keeps it (and then fails the load), so the raw bytes are needed.
+bool find_exif_chunk(Bytes in, Bytes& out) {
+  bool found = false;
+  for (std::size_t pos = 8; pos + 12 <= in.size;) {
+    const std::uint8_t* c = in.data + pos;
+    const std::size_t len = std::size_t(c[0]) << 24 | c[1] << 16 | c[2] << 8 | c[3];
+    if (len > in.size - pos - 12) break;
+    if (std::memcmp(c + 4, "eXIf", 4) == 0) {
+      out = Bytes{c + 8, len};
+      found = true;
     }
+    if (std::memcmp(c + 4, "IEND", 4) == 0) break;
+    pos += 12 + len;
   }
+  return found;
+}
+
+int orientation_of(png_structp png, png_infop info, png_infop end, Bytes in, const std::string& name) {
+  Bytes exif_chunk{nullptr, 0};
+  const bool have_exif = find_exif_chunk(in, exif_chunk);
+  Bytes xmp{nullptr, 0};
   std::vector<std::uint8_t> raw;
   bool have_raw = false;
   for (png_infop i : {info, end}) {
@@ -102,7 +112,7 @@ int orientation_of(png_structp png, png_infop info, png_infop end, const std::st
     }
   }
   int orientation = 0;
-  if (have_exif) orientation = exif_orientation(Bytes{exif.data(), exif.size()});
+  if (have_exif) orientation = exif_orientation(exif_chunk);
   else if (have_raw) orientation = exif_orientation(Bytes{raw.data(), raw.size()});
   if (orientation < 0) fail_corrupt(name, "EXIF block is not a valid TIFF structure");
   if (orientation == 0 && xmp.data) orientation = xmp_orientation(xmp);
@@ -200,7 +210,7 @@ Decoded decode_png(Bytes in, const std::string& name) {
   // Chunks after the image data: Pillow reads them (EXIF/XMP may sit there) but ignores damage past IDAT.
   png_set_crc_action(s.png, PNG_CRC_QUIET_USE, PNG_CRC_QUIET_USE);
   if (!setjmp(png_jmpbuf(s.png))) png_read_end(s.png, s.end);
-  d.orientation = orientation_of(s.png, s.info, s.end, name);
+  d.orientation = orientation_of(s.png, s.info, s.end, in, name);
   return d;
 }
 
