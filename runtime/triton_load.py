@@ -1,0 +1,100 @@
+"""A bounded load generator for a local Triton server (scripts/triton_load.py is its command line).
+
+N requests, one encoded image each, spread over C client threads (each with its own connection), every
+request with a network timeout; it stops by itself after N requests or at the deadline, whichever comes
+first. Only loopback addresses are accepted: this measures a server on this machine, never someone else's.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from der_deploy.errors import DerError
+
+LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+
+
+@dataclass
+class LoadResult:
+    concurrency: int
+    requests: int  # answered without error
+    errors: int
+    wall_s: float
+    latencies_s: list[float] = field(repr=False, default_factory=list)
+    first_error: str | None = None
+
+    @property
+    def img_s(self) -> float:
+        return self.requests / self.wall_s if self.wall_s > 0 else float("nan")
+
+    def percentile_ms(self, q: float) -> float:
+        return float(np.percentile(self.latencies_s, q) * 1e3) if self.latencies_s else float("nan")
+
+    def row(self) -> dict:
+        return {"clients": self.concurrency, "requests": self.requests, "errors": self.errors,
+                "img_s": round(self.img_s, 2), "p50_ms": round(self.percentile_ms(50), 2),
+                "p99_ms": round(self.percentile_ms(99), 2), "wall_s": round(self.wall_s, 2)}
+
+
+def run_load(url: str, images: list[Path], *, requests: int, concurrency: int, timeout: float = 30.0,
+             deadline_s: float = 300.0, warmup: int = 4) -> LoadResult:
+    """Send ``requests`` single-image requests from ``concurrency`` threads to the der entry at ``url``."""
+    from .triton_client import TritonPredictor, parse_url
+
+    _, host, _ = parse_url(url)
+    if host.rsplit(":", 1)[0] not in LOOPBACK:
+        raise DerError(f"{url}: the load generator only targets a server on this machine (127.0.0.1)")
+    if requests < 1 or concurrency < 1 or not images:
+        raise DerError("need at least one request, one client and one image")
+    blobs = [Path(p).read_bytes() for p in images]
+    with TritonPredictor(url, concurrency=concurrency, timeout=timeout) as client:
+        for i in range(warmup):  # model instances and connections warm, not counted
+            client.infer_bytes(blobs[i % len(blobs)])
+        counter = iter(range(requests))
+        lock = threading.Lock()
+        latencies: list[float] = []
+        errors: list[str] = []
+        stop_at = time.monotonic() + deadline_s
+
+        def worker() -> None:
+            while time.monotonic() < stop_at:
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    return
+                t0 = time.perf_counter()
+                try:
+                    client.infer_bytes(blobs[i % len(blobs)])  # one connection per thread (thread-local client)
+                except Exception as err:  # counted, not raised: a load test reports failures
+                    with lock:
+                        errors.append(str(err).splitlines()[0] if str(err) else type(err).__name__)
+                    continue
+                dt = time.perf_counter() - t0
+                with lock:
+                    latencies.append(dt)
+
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=max(0.0, stop_at - time.monotonic()) + timeout + 5)
+        wall = time.perf_counter() - t0
+    return LoadResult(concurrency, len(latencies), len(errors), wall, latencies, errors[0] if errors else None)
+
+
+def engine_only(engine: str | Path, images: list[Path], *, batch_size: int = 8, repeat: int = 1) -> dict:
+    """der-infer's own numbers on the same engine and images: end-to-end and engine-only img/s."""
+    from .predictor import Predictor
+
+    items = list(images) * repeat
+    with Predictor(engine, batch_size=batch_size) as p:
+        p.predict(items[: 2 * batch_size])  # warm-up
+        list(p.predict_iter(items))
+        stats = p.last_stats
+    return {"batch": batch_size, "images": stats.images, "end_to_end_img_s": round(stats.images_per_s, 2),
+            "engine_only_img_s": round(stats.engine_images_per_s, 2)}
