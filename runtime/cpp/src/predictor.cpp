@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <map>
 #include <numeric>
@@ -43,6 +45,15 @@ double now() {
 float sigmoid(float x) { return static_cast<float>(0.5 * (1.0 + std::tanh(0.5 * static_cast<double>(x)))); }
 
 const char* kInput = "images";
+
+std::string shortest(double v) {  // 1.5 -> "1.5", as Python prints floats in messages
+  char buf[32];
+  for (int digits = 1; digits <= 17; ++digits) {
+    std::snprintf(buf, sizeof buf, "%.*g", digits, v);
+    if (std::strtod(buf, nullptr) == v) break;
+  }
+  return buf;
+}
 
 }  // namespace
 
@@ -112,7 +123,7 @@ std::string Predictor::backend_name() const { return runner_->name().rfind("onnx
 
 void Predictor::check_rule(const Rule& rule) const {
   if (rule.threshold && !(std::isfinite(*rule.threshold) && *rule.threshold >= 0.0 && *rule.threshold <= 1.0))
-    throw Error("threshold must be a probability in [0, 1], got " + std::to_string(*rule.threshold));
+    throw Error("threshold must be a probability in [0, 1], got " + shortest(*rule.threshold));
   if (rule.top_k && !(*rule.top_k >= 1 && static_cast<std::size_t>(*rule.top_k) <= card_.num_classes()))
     throw Error("top_k must be between 1 and the model's " + std::to_string(card_.num_classes()) + " classes, got " +
                 std::to_string(*rule.top_k));

@@ -1,0 +1,123 @@
+"""The C ABI (der.h) through ctypes, against the Python Predictor on the trained model."""
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+
+import numpy as np
+import pytest
+
+from der_deploy.images import load_and_preprocess, load_image
+from der_deploy.runtime.predictor import Predictor
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def lib(cpp_build):
+    so = ctypes.CDLL(str(cpp_build / "libder_runtime.so"))
+    P = ctypes.c_void_p
+    so.der_version.restype = ctypes.c_char_p
+    so.der_create.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(P)]
+    so.der_predict_files.argtypes = [P, ctypes.POINTER(ctypes.c_char_p), ctypes.c_size_t, ctypes.c_double,
+                                     ctypes.c_int, ctypes.POINTER(P)]
+    so.der_predict_pixels.argtypes = [P, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_size_t,
+                                      ctypes.c_double, ctypes.c_int, ctypes.POINTER(P)]
+    so.der_scores.argtypes = [P, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t]
+    so.der_card_json.argtypes = [P, ctypes.POINTER(P)]
+    so.der_free_string.argtypes = [P]
+    so.der_last_error.argtypes = [P]
+    so.der_last_error.restype = ctypes.c_char_p
+    so.der_destroy.argtypes = [P]
+    return so
+
+
+def take_string(lib, ptr: ctypes.c_void_p) -> str:
+    text = ctypes.string_at(ptr).decode("utf-8")
+    lib.der_free_string(ptr)
+    return text
+
+
+@pytest.fixture(scope="module")
+def handle(lib, tiny_onnx):
+    h = ctypes.c_void_p()
+    rc = lib.der_create(str(tiny_onnx).encode(), b'{"batch_size": 4, "decode_threads": 2}', ctypes.byref(h))
+    assert rc == 0, lib.der_last_error(None)
+    yield h
+    lib.der_destroy(h)
+
+
+@pytest.fixture(scope="module")
+def py_pred(tiny_onnx):
+    with Predictor(tiny_onnx, batch_size=4) as p:
+        yield p
+
+
+def test_version_and_card(lib, handle, py_pred):
+    assert lib.der_version().decode().count(".") == 2
+    out = ctypes.c_void_p()
+    assert lib.der_card_json(handle, ctypes.byref(out)) == 0
+    card = json.loads(take_string(lib, out))
+    assert card["classes"] == py_pred.card.classes
+    assert tuple(card["input_size"]) == tuple(py_pred.card.input_size)
+    assert card["thresholds"] == pytest.approx(py_pred.card.thresholds)
+
+
+@pytest.mark.parametrize("threshold,top_k", [(-1.0, 0), (0.3, 0), (-1.0, 2), (0.4, 2)])
+def test_predict_files_matches_python(lib, handle, py_pred, synth_voc, tmp_path, threshold, top_k):
+    files = sorted((synth_voc / "JPEGImages").glob("*.jpg"))[:10]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    paths = [str(p) for p in files[:5]] + [str(broken)] + [str(p) for p in files[5:]]
+    arr = (ctypes.c_char_p * len(paths))(*[p.encode() for p in paths])
+    out = ctypes.c_void_p()
+    rc = lib.der_predict_files(handle, arr, len(paths), threshold, top_k, ctypes.byref(out))
+    assert rc == 0, lib.der_last_error(handle)
+    got = json.loads(take_string(lib, out))
+    want = py_pred.predict(paths, threshold=None if threshold < 0 else threshold, top_k=top_k or None)
+    assert [g["path"] for g in got] == paths
+    for g, w in zip(got, want):
+        assert ("error" in g) == (w.error is not None), g
+        if w.error is None:
+            assert g["labels"] == w.labels
+            assert list(g["scores"]) == py_pred.card.classes
+            assert max(abs(g["scores"][c] - w.scores[c]) for c in w.scores) <= TOL
+    assert got[5]["error"].startswith(str(broken) + ": ")
+
+
+def test_predict_pixels_and_scores_match_python(lib, handle, py_pred, synth_voc):
+    path = sorted((synth_voc / "JPEGImages").glob("*.jpg"))[3]
+    img = load_image(path)
+    rgb = np.ascontiguousarray(np.asarray(img), dtype=np.uint8)
+    # A padded stride: the C side must honour it.
+    padded = np.zeros((rgb.shape[0], rgb.shape[1] * 3 + 5), np.uint8)
+    padded[:, : rgb.shape[1] * 3] = rgb.reshape(rgb.shape[0], -1)
+    out = ctypes.c_void_p()
+    rc = lib.der_predict_pixels(handle, padded.ctypes.data, img.width, img.height, padded.shape[1], -1.0, 0,
+                                ctypes.byref(out))
+    assert rc == 0, lib.der_last_error(handle)
+    got = json.loads(take_string(lib, out))
+    (want,) = py_pred.predict(img)
+    assert got["labels"] == want.labels
+    assert max(abs(got["scores"][c] - want.scores[c]) for c in want.scores) <= TOL
+
+    x = np.stack([load_and_preprocess(path, py_pred.card)] * 3).astype(np.float32)
+    probs = np.zeros((3, py_pred.card.num_classes), np.float32)
+    assert lib.der_scores(handle, x.ctypes.data, 3, probs.ctypes.data, probs.size) == 0
+    np.testing.assert_allclose(probs, py_pred.scores(x), atol=TOL)
+
+
+def test_errors_are_strings_per_handle(lib, handle, tmp_path):
+    h = ctypes.c_void_p()
+    missing = tmp_path / "missing.onnx"
+    assert lib.der_create(str(missing).encode(), None, ctypes.byref(h)) == 4  # DER_ERROR_ENGINE
+    assert not h.value
+    assert lib.der_last_error(None).decode() == (
+        f"{missing}: no such file; check the path or export the model with der-export")
+    out = ctypes.c_void_p()
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    assert lib.der_predict_pixels(handle, rgb.ctypes.data, 4, 4, 0, 1.5, 0, ctypes.byref(out)) == 1
+    assert lib.der_last_error(handle).decode() == "threshold must be a probability in [0, 1], got 1.5"
+    assert lib.der_predict_pixels(handle, rgb.ctypes.data, 0, 4, 0, math.nan, 0, ctypes.byref(out)) == 1
+    assert "positive width and height" in lib.der_last_error(handle).decode()
