@@ -307,6 +307,7 @@ def test_decode_matches_load_image(tool: Path, tmp_path: Path) -> None:
     assert not jpeg_lsb, f"JPEG decode differs from Pillow's (libjpeg-turbo version?): {jpeg_lsb}"
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # Pillow warns while reading the broken EXIF on purpose
 def test_bad_inputs_are_errors_in_both(tool: Path, tmp_path: Path) -> None:
     good = build_corpus(tmp_path / "corpus")
     bad = build_bad_inputs(tmp_path / "bad", good)
