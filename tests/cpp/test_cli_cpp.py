@@ -1,0 +1,114 @@
+"""der-infer-cpp's command line: exit codes and one-line errors as der-infer's, atomic -o, Ctrl-C."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+PY_INFER = Path(sys.executable).with_name("der-infer")
+
+
+def run(exe, *args, cwd=None):
+    env = dict(os.environ, DER_NO_PROGRESS="1")
+    proc = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def images(synth_voc):
+    return sorted((synth_voc / "JPEGImages").glob("*.jpg"))
+
+
+def test_help_lists_every_option(der_infer_cpp):
+    rc, out, _ = run(der_infer_cpp, "--help")
+    assert rc == 0
+    for opt in ("--engine", "--batch-size", "--threshold", "--top-k", "--format", "--output", "--strict",
+                "--backend", "--providers", "--threads", "--workers", "--help"):
+        assert opt in out, opt
+
+
+@pytest.mark.parametrize("args", [
+    [],
+    ["--engine"],
+    ["--engine", "{engine}"],
+    ["--engine", "{engine}", "{img}", "--threshold", "0.5", "--top-k", "2"],
+    ["--engine", "{engine}", "{img}", "--threshold", "1.5"],
+    ["--engine", "{engine}", "{img}", "--batch-size", "0"],
+    ["--engine", "{engine}", "{img}", "--format", "xml"],
+    ["--engine", "{engine}", "{img}", "-o", "{tmp}/out.txt"],
+    ["--engine", "{engine}", "{img}", "--top-k", "99"],
+    ["--engine", "{engine}", "{img}", "--bogus"],
+], ids=["nothing", "engine-no-value", "no-paths", "threshold+top-k", "threshold-range", "batch-0", "format",
+        "unknown-suffix", "top-k-too-big", "unknown-option"])
+def test_usage_errors_exit_2_like_python(der_infer_cpp, tiny_onnx, images, tmp_path, args):
+    args = [a.format(engine=tiny_onnx, img=images[0], tmp=tmp_path) for a in args]
+    rc, out, err = run(der_infer_cpp, *args)
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert out == ""
+    assert run(PY_INFER, *args)[0] == 2
+    assert not list(tmp_path.iterdir())
+
+
+def test_engine_and_input_errors_read_like_python(der_infer_cpp, tiny_onnx, images, tmp_path):
+    import onnx
+
+    model = onnx.load(str(tiny_onnx), load_external_data=False)
+    del model.metadata_props[:]
+    nocard = tmp_path / "nocard.onnx"
+    onnx.save(model, str(nocard))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "weights.pt").write_bytes(b"x")
+    cases = [
+        ["--engine", tmp_path / "missing.onnx", images[0]],
+        ["--engine", tmp_path / "weights.pt", images[0]],
+        ["--engine", nocard, images[0]],
+        ["--engine", tiny_onnx, tmp_path / "no-such.jpg"],
+        ["--engine", tiny_onnx, tmp_path / "empty"],
+        ["--engine", tiny_onnx, "--backend", "trt", images[0]],
+    ]
+    for args in cases:
+        py, cpp = run(PY_INFER, *args), run(der_infer_cpp, *args)
+        assert py[0] == cpp[0] == 2, (args, py, cpp)
+        assert cpp[2] == py[2], args  # the same one line, word for word
+
+
+def test_strict_and_output_file(der_infer_cpp, tiny_onnx, images, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8 nope")
+    target = tmp_path / "new" / "deeper" / "out.csv"
+    rc, out, err = run(der_infer_cpp, "--engine", tiny_onnx, images[0], bad, "-o", target)
+    assert rc == 0 and out == ""
+    assert f"skipped {bad}: " in err and "1 of 2 images could not be read and were skipped" in err
+    assert target.read_text().splitlines()[0].startswith("path,labels,")
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.csv"]  # no temp file left
+    rc, _, err = run(der_infer_cpp, "--engine", tiny_onnx, images[0], bad, "--strict", "-o", target)
+    assert rc == 1 and "(--strict: exit 1)" in err
+    rc, _, err = run(der_infer_cpp, "--engine", tiny_onnx, images[0], "--format", "jsonl", "-o", tmp_path)
+    assert rc == 2 and err.startswith(f"error: {tmp_path}: is a folder")
+
+
+def test_ctrl_c_exits_130_and_leaves_no_output(der_infer_cpp, tiny_onnx, images, tmp_path):
+    bad = tmp_path / "first.jpg"
+    bad.write_bytes(b"not an image")  # its "skipped" line tells us the run has started
+    target = tmp_path / "out.jsonl"
+    env = dict(os.environ, DER_NO_PROGRESS="1")
+    # Batch 1, decoding inline, the images repeated: seconds of work to interrupt.
+    many = [str(bad)] + [str(p) for p in images] * 1
+    proc = subprocess.Popen([str(der_infer_cpp), "--engine", str(tiny_onnx), "--batch-size", "1", "--workers", "0",
+                             "-o", str(target), *many], stderr=subprocess.PIPE, text=True, env=env)
+    first = proc.stderr.readline()
+    assert first.startswith("skipped "), first
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 130, rest
+    assert "interrupted" in rest
+    assert not target.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
