@@ -37,8 +37,9 @@ def _half_array(arr: np.ndarray, name: str) -> np.ndarray:
     return arr.astype(np.float16)
 
 
-def to_fp16(model):
-    """Return a new ModelProto: non-head nodes in FP16, head and graph I/O in FP32."""
+def to_fp16(model, half: set[str] | None = None):
+    """Return a new ModelProto: non-head nodes (or just the nodes named in ``half``) in FP16, the rest and the
+    graph I/O in FP32."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -47,7 +48,7 @@ def to_fp16(model):
     types = {v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.value_info, *graph.output]}
     types.update({i.name: i.data_type for i in graph.initializer})
     keep = set(head_node_names(model))
-    is_half = {n.name: n.name not in keep for n in graph.node}
+    is_half = {n.name: (n.name in half if half is not None else n.name not in keep) for n in graph.node}
     for node in graph.node:
         if is_half[node.name] and node.op_type not in FP16_OPS:
             raise ExportError(f"cannot run node {node.name!r} ({node.op_type}) in FP16; der-deploy converts ResNet trunks only")

@@ -26,6 +26,7 @@ from .calibration import (DEFAULT_CALIB_MAX, CalibrationReader, cached_ranges_va
 from .onnx_export import PRECISION_KEY, card_from_model, check_model, head_node_names, load_onnx, metadata, save_onnx, set_metadata
 
 SCHEMES = ("u8s8", "s8s8")
+PLAN_KEY = "der_deploy.int8_plan"  # JSON: which layers stay in floating point and the measured budget check
 
 
 @contextlib.contextmanager
@@ -56,11 +57,23 @@ def quantize_int8(
     calib_max: int = DEFAULT_CALIB_MAX,
     cache: str | Path | None = None,
     verify: Callable[[Path], object] | None = None,
+    exclude: Sequence[str] = (),
+    only: Sequence[str] = (),
+    half_excluded: bool = False,
+    plan: str | None = None,
+    require_cached: bool = False,
 ) -> Path:
     """Write an INT8 Q/DQ variant of FP32 ``src_onnx`` to ``dst``, calibrated on images from ``calib``.
 
     Ranges are read from / stored in ``cache`` (default :func:`default_cache`); ``verify(tmp_path)`` may veto
     the write. The card and der_deploy metadata are carried over.
+    ``exclude``: more node names kept in floating point: FP weights, FP arithmetic, no Q/DQ of their own; they
+    read the INT8 producer's dequantized output (the boundary stays on the producer's output so that it can
+    remain a fused INT8 kernel in ORT and TensorRT: rewiring the excluded node to the tensor before the Q
+    left the producer unfused and cost resnet18 half its INT8 speed here). ``half_excluded`` runs them in
+    FP16 (what TensorRT's strongly typed engine then does). ``only``: quantize just these nodes (layer
+    sensitivity). ``plan``: JSON stored under :data:`PLAN_KEY`. ``require_cached``: fail instead of
+    calibrating (a search must reuse one calibration pass).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -72,12 +85,15 @@ def quantize_int8(
     meta = metadata(model)
     if meta.get(PRECISION_KEY, "fp32") != "fp32":
         raise ExportError(f"{src_onnx}: is a {meta[PRECISION_KEY]} model; quantize the FP32 export")
-    exclude = head_node_names(model)
+    keep = [n for n in exclude if n]
+    exclude = head_node_names(model) + keep
     paths = calibration_images(calib, calib_max)
     cache = Path(cache) if cache is not None else default_cache(src_onnx)
     check_writable(cache)
     key = calibration_key(src_onnx, paths, card)
     hit = cached_ranges_valid(cache, key)
+    if require_cached and not hit:
+        raise ExportError(f"{cache}: calibration ranges missing or stale for {src_onnx}; calibrate once before the search")
     act = QuantType.QUInt8 if scheme == "u8s8" else QuantType.QInt8
     extra = {"WeightSymmetric": True, "ActivationSymmetric": scheme == "s8s8"}
     reader = CalibrationReader(paths, card, input_name=model.graph.input[0].name)
@@ -90,6 +106,7 @@ def quantize_int8(
                     str(src_onnx), str(out), None if hit else reader,
                     quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=act,
                     weight_type=QuantType.QInt8, nodes_to_exclude=exclude, calibrate_method=CalibrationMethod.MinMax,
+                    nodes_to_quantize=list(only) or None,
                     extra_options=extra, calibration_cache_path=str(ort_cache),
                 )
         except DerError:
@@ -100,11 +117,24 @@ def quantize_int8(
         if not hit:
             store_ranges(ort_cache, cache, key, paths)
         qmodel = load_onnx(out)
+    if keep and half_excluded:
+        qmodel = half_nodes(qmodel, keep)
     for k in list(meta):  # the quantizer rebuilds the model; put every der_deploy.* key back
         if not k.startswith("der_deploy."):
             meta.pop(k)
     meta.pop("der_deploy.card", None)
     meta[PRECISION_KEY] = f"int8-{scheme}"
+    meta.pop(PLAN_KEY, None)
+    if plan is not None:
+        meta[PLAN_KEY] = plan
     set_metadata(qmodel, card, **meta)
     qmodel = check_model(qmodel, str(dst))
     return save_onnx(qmodel, dst, verify)
+
+
+def half_nodes(qmodel, nodes: Sequence[str]):
+    """Run the excluded ``nodes`` of a quantized model in FP16 (Casts at the boundary, FP16 weights)."""
+    from .precision import to_fp16
+
+    present = {n.name for n in qmodel.graph.node} & set(nodes)
+    return to_fp16(qmodel, half=present) if present else qmodel

@@ -64,6 +64,16 @@ def _load_tensorrt():
               help="Folder of real images (like the training data) for INT8 calibration.")
 @click.option("--calib-max", type=click.IntRange(min=1), default=256, show_default=True,
               help="Use at most this many calibration images (spread over the folder).")
+@click.option("--budget-data", type=click.Path(path_type=Path), default=None,
+              help="Labelled dataset for an INT8 accuracy budget: keep the layers that break it in floating point "
+                   "(both INT8 files are written and checked; refuses when INT8 would no longer pay off).")
+@click.option("--split", "budget_split", default="val", show_default=True, help="Split of --budget-data to check.")
+@click.option("--max-map-drop", type=click.FloatRange(min=0), default=0.3, show_default=True,
+              help="INT8 budget: largest mAP drop vs FP32, in points.")
+@click.option("--max-class-drop", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="INT8 budget: largest AP drop of any class vs FP32, in points.")
+@click.option("--min-speedup", type=click.FloatRange(min=0), default=1.5, show_default=True,
+              help="INT8 budget: refuse when the budgeted U8S8 file is slower than this many times FP32 (ORT CPU, batch 8).")
 @click.option("--cadm", is_flag=True, help="Add the 'cadm' output (N x C x h x w class activation maps, for heat maps).")
 @click.option("--batch", "profile", default="1:32", show_default=True, callback=_profile,
               help="Batch range MIN:MAX or MIN:OPT:MAX (the TensorRT profile; ONNX batch is always dynamic).")
@@ -85,13 +95,18 @@ def _load_tensorrt():
 @click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
               help="Triton instances of the engine and preprocessing models.")
 @handle_errors
-def main(model, output, fp16, int8, calib, calib_max, cadm, profile, opset, samples, trt, workspace, timing_cache,
+def main(model, output, fp16, int8, calib, calib_max, budget_data, budget_split, max_map_drop, max_class_drop,
+         min_speedup, cadm, profile, opset, samples, trt, workspace, timing_cache,
          triton_repo, triton_name, triton_backend, max_batch, instances):
     """Export a DER checkpoint (MODEL, from der-train) to verified ONNX; MODEL may be an .onnx with --fp16/--int8/--trt."""
     if int8 and calib is None:
         raise click.UsageError("--int8 needs --calib DIR (a folder of real images for calibration)")
     if calib is not None and not int8:
         raise click.UsageError("--calib is only used with --int8")
+    if budget_data is not None and not int8:
+        raise click.UsageError("--budget-data sets an INT8 accuracy budget; add --int8 --calib DIR")
+    budget = None if budget_data is None else dict(data=budget_data, split=budget_split, max_map_drop=max_map_drop,
+                                                   max_class_drop=max_class_drop, min_speedup=min_speedup)
     if not trt and (workspace is not None or timing_cache is not None):
         raise click.UsageError("--workspace and --timing-cache are TensorRT options; add --trt")
     triton = _triton_args(model, triton_repo, triton_name, triton_backend, max_batch, instances, trt,
@@ -113,7 +128,7 @@ def main(model, output, fp16, int8, calib, calib_max, cadm, profile, opset, samp
     names = variant_paths(base)
     want_fp16 = fp16 or (trt and not int8)
     wanted = ([] if from_onnx else ["fp32"]) + (["fp16"] if want_fp16 else []) + (["int8", "calib"] if int8 else [])
-    wanted += (["s8s8"] if int8 and trt else []) + (["plan"] if trt else [])
+    wanted += (["s8s8"] if int8 and (trt or budget) else []) + (["plan"] if trt else [])
     for key in wanted:
         check_writable(names[key])
     if timing_cache is not None:
@@ -126,8 +141,9 @@ def main(model, output, fp16, int8, calib, calib_max, cadm, profile, opset, samp
         from der_deploy.errors import CheckpointError
 
         raise CheckpointError(f"{model}: no such file; pass a checkpoint written by der-train (or an .onnx)")
-    rows = _export(model, from_onnx, names, fp16=want_fp16, int8=int8, s8s8=int8 and trt, calib=calib,
-                   calib_max=calib_max, cadm=cadm, profile=profile, opset=opset, samples=samples)
+    rows = _export(model, from_onnx, names, fp16=want_fp16, int8=int8, s8s8=int8 and (trt or budget is not None),
+                   calib=calib, calib_max=calib_max, cadm=cadm, profile=profile, opset=opset, samples=samples,
+                   budget=budget)
     if trt_export is not None:
         src = names["s8s8"] if int8 else names["fp16"]
         t0 = time.perf_counter()
@@ -140,7 +156,8 @@ def main(model, output, fp16, int8, calib, calib_max, cadm, profile, opset, samp
         _write_triton(names["plan"] if use_plan else (model if from_onnx else names["fp32"]), **triton)
 
 
-def _export(model, from_onnx, names, *, fp16, int8, s8s8, calib, calib_max, cadm, profile, opset, samples) -> list[Row]:
+def _export(model, from_onnx, names, *, fp16, int8, s8s8, calib, calib_max, cadm, profile, opset, samples,
+            budget=None) -> list[Row]:
     from der_deploy.export.verify import reference_outputs, run_onnx, sample_inputs, verify_onnx
 
     rows: list[Row] = []
@@ -183,6 +200,13 @@ def _export(model, from_onnx, names, *, fp16, int8, s8s8, calib, calib_max, cadm
         convert_fp16(src, names["fp16"], verify=verify)
         row.seconds = time.perf_counter() - t0
         rows.append(row)
+    plan = None
+    if int8 and budget is not None:  # decide the FP layers first: a refusal must leave no INT8 file behind
+        from der_deploy.export.int8_budget import Budget, decide
+
+        plan = decide(src, calib, data=budget["data"], split=budget["split"], calib_max=calib_max, cache=names["calib"],
+                      budget=Budget(budget["max_map_drop"], budget["max_class_drop"]),
+                      min_speedup=budget["min_speedup"], target=names["int8"])
     for scheme, key, wanted in (("u8s8", "int8", int8), ("s8s8", "s8s8", s8s8)):
         if not wanted:
             continue
@@ -190,7 +214,9 @@ def _export(model, from_onnx, names, *, fp16, int8, s8s8, calib, calib_max, cadm
 
         row, verify = checked(f"int8 {scheme}", names[key], "int8")
         t0 = time.perf_counter()
-        quantize_int8(src, names[key], calib, scheme=scheme, calib_max=calib_max, cache=names["calib"], verify=verify)
+        quantize_int8(src, names[key], calib, scheme=scheme, calib_max=calib_max, cache=names["calib"], verify=verify,
+                      **({} if plan is None else dict(exclude=plan.nodes, half_excluded=scheme == "s8s8",
+                                                      plan=plan.to_json())))
         row.seconds = time.perf_counter() - t0
         rows.append(row)
     return rows
