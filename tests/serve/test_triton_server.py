@@ -210,3 +210,18 @@ def test_native_repository_is_refused_only_for_the_missing_backend(kind, tiny_on
     for ok in ("der_preprocess", "der_postprocess"):
         assert f"successfully loaded '{ok}'" in log
     assert "ensemble 'der_e2e' depends on 'der' which has no loaded version" in log
+
+
+def test_load_generator_is_bounded_and_local(server, serve_images):
+    from der_deploy.errors import DerError
+    from der_deploy.runtime.triton_load import run_load
+
+    url = f"127.0.0.1:{server.ports['--http-port']}"
+    res = run_load(url, serve_images, requests=24, concurrency=4, warmup=1)
+    assert (res.requests, res.errors, len(res.latencies_s)) == (24, 0, 24)
+    assert 0 < res.percentile_ms(50) <= res.percentile_ms(99) <= res.wall_s * 1e3
+    assert res.img_s == pytest.approx(24 / res.wall_s)
+    cut = run_load(url, serve_images, requests=10_000, concurrency=2, warmup=0, deadline_s=0.5)
+    assert 0 < cut.requests < 10_000 and cut.wall_s < 0.5 + 30  # stopped by its deadline, not by N
+    with pytest.raises(DerError, match="only targets a server on this machine"):
+        run_load("10.0.0.1:8000", serve_images, requests=1, concurrency=1)
