@@ -249,7 +249,8 @@ def build_corpus(root: Path) -> dict[str, Path]:
 
 BAD_INPUTS = ["empty.jpg", "text.png", "truncated.jpg", "truncated.png", "garbage_after_header.png",
               "garbage_after_header.jpg", "no_eoi.jpg", "a_folder.jpg", "missing.png", "fifo.jpg", "truncated.gif",
-              "truncated.webp", "truncated.bmp", "truncated.tif", "bad_exif_dpi.jpg", "bad_exif.png"]
+              "truncated.webp", "truncated.bmp", "truncated.tif", "bad_exif_dpi.jpg", "bad_exif.png", "bomb.png",
+              "bomb.jpg", "bomb.gif"]
 
 
 def build_bad_inputs(root: Path, good: dict[str, Path]) -> dict[str, Path]:
@@ -271,6 +272,13 @@ def build_bad_inputs(root: Path, good: dict[str, Path]) -> dict[str, Path]:
         "bad_exif_dpi.jpg": jpg_dpi[:20] + b"\xff\xe1\x00\x10Exif\x00\x00NOTATIFF" + jpg_dpi[20:],
         "bad_exif.png": png[:33] + _png_chunk(b"eXIf", b"NOTATIFF") + png[33:],
     }
+    # Decompression bombs: headers claiming more than 2 * Image.MAX_IMAGE_PIXELS (refused before decoding).
+    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    content["bomb.png"] = png[:8] + _png_chunk(b"IHDR", ihdr) + png[33:]
+    sof = jpg.find(b"\xff\xc0")
+    content["bomb.jpg"] = jpg[: sof + 5] + struct.pack(">HH", 60000, 60000) + jpg[sof + 9:]
+    gif = good["p.gif"].read_bytes()
+    content["bomb.gif"] = gif[:6] + struct.pack("<HH", 30000, 30000) + gif[10:]
     for name in ("p.gif", "lossy.webp", "rgb.bmp", "lzw.tif"):
         data = good[name].read_bytes()
         content["truncated." + name.split(".")[1]] = data[: len(data) * 2 // 3]
@@ -317,6 +325,8 @@ def test_bad_inputs_are_errors_in_both(tool: Path, tmp_path: Path) -> None:
         assert isinstance(want, str), f"{name}: expected load_image to fail"
         assert isinstance(got, str), f"{name}: load_image fails ({want}) but the C++ decoder accepted it"
         assert got.startswith(str(path) + ": "), f"{name}: message does not name the file: {got}"
+        if name.startswith("bomb"):
+            assert "decompression bomb" in want and "decompression bomb" in got, (want, got)
 
 
 @pytest.mark.parametrize("interp", ["bilinear", "bicubic", "nearest"])
