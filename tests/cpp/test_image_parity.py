@@ -244,12 +244,48 @@ def build_corpus(root: Path) -> dict[str, Path]:
     save("rgb.ppm", small)
     save("l.pgm", small.convert("L"))
     save("one_bit.pbm", small.convert("1"))
+    save("g16.pgm", Image.fromarray(i16.astype(np.uint16)))
+    save("cmyk.tif", small.convert("CMYK"))
+    save("jpeg.tif", Image.fromarray(photo[:48, :64], "RGB"), compression="jpeg")
+    save("prog_gray.jpg", small.convert("L"), progressive=True)
+    save("wide.png", Image.fromarray(_noise(1, 4000, 2), "RGB"))
+    save("tall.jpg", Image.fromarray(_smooth(4000, 1, 2), "RGB"))
+    frames = [Image.fromarray(_noise(10, 12, s), "RGB") for s in range(3)]
+    save("anim.gif", frames[0].quantize(colors=16), save_all=True, append_images=[f.quantize(colors=16) for f in frames[1:]])
+    save("anim.webp", frames[0], save_all=True, append_images=frames[1:])
+    save("anim.png", frames[0], save_all=True, append_images=frames[1:])
+    # A first GIF frame smaller than the logical screen: the rest is the transparent (or first) palette colour.
+    for name, kw in (("partial.gif", {}), ("partial_trns.gif", {"transparency": 3})):
+        buf = io.BytesIO()
+        frames[0].quantize(colors=16).save(buf, format="GIF", **kw)
+        data = bytearray(buf.getvalue())
+        data[6:10] = struct.pack("<HH", 20, 16)
+        files[name] = root / name
+        files[name].write_bytes(bytes(data))
+    # Damage Pillow tolerates: trailing bytes, no IEND, a bad IDAT CRC, garbage inside JPEG entropy data,
+    # palette indices past a short PLTE.
+    png, jpg = files["rgb.png"].read_bytes(), files["q75.jpg"].read_bytes()
+    idat = png.find(b"IDAT")
+    end = idat + 4 + struct.unpack(">I", png[idat - 4:idat])[0]
+    corrupt = bytearray(jpg)
+    for k in range(len(corrupt) // 2, len(corrupt) // 2 + 40):
+        corrupt[k] = (corrupt[k] * 7 + 3) & 0xFF
+    rows = b"".join(b"\x00" + bytes((x + y) % 6 for x in range(8)) for y in range(4))
+    short_plte = (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 4, 8, 3, 0, 0, 0))
+                  + _png_chunk(b"PLTE", bytes([255, 0, 0, 0, 255, 0])) + _png_chunk(b"IDAT", zlib.compress(rows))
+                  + _png_chunk(b"IEND", b""))
+    for name, data in (("trailing.png", png + b"garbage" * 10), ("no_iend.png", png[:-12]),
+                       ("bad_idat_crc.png", png[:end] + b"\0\0\0\0" + png[end + 4:]),
+                       ("trailing.jpg", jpg + b"garbage" * 10), ("corrupt_entropy.jpg", bytes(corrupt)),
+                       ("short_plte.png", short_plte)):
+        files[name] = root / name
+        files[name].write_bytes(data)
     return files
 
 
 BAD_INPUTS = ["empty.jpg", "text.png", "truncated.jpg", "truncated.png", "garbage_after_header.png",
               "garbage_after_header.jpg", "no_eoi.jpg", "a_folder.jpg", "missing.png", "fifo.jpg", "truncated.gif",
-              "truncated.webp", "truncated.bmp", "truncated.tif", "bad_exif_dpi.jpg", "bad_exif.png", "bomb.png",
+              "truncated.webp", "truncated.bmp", "truncated.tif", "bad_exif_dpi.jpg", "bad_exif.png", "bad_text_crc.png", "bomb.png",
               "bomb.jpg", "bomb.gif"]
 
 
@@ -271,6 +307,7 @@ def build_bad_inputs(root: Path, good: dict[str, Path]) -> dict[str, Path]:
         # gives a DPI (otherwise Pillow swallows it while opening; bad_exif.jpg in the good corpus)
         "bad_exif_dpi.jpg": jpg_dpi[:20] + b"\xff\xe1\x00\x10Exif\x00\x00NOTATIFF" + jpg_dpi[20:],
         "bad_exif.png": png[:33] + _png_chunk(b"eXIf", b"NOTATIFF") + png[33:],
+        "bad_text_crc.png": png[:33] + _png_chunk(b"tEXt", b"k\0v")[:-4] + b"\0\0\0\0" + png[33:],
     }
     # Decompression bombs: headers claiming more than 2 * Image.MAX_IMAGE_PIXELS (refused before decoding).
     ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)

@@ -1,6 +1,6 @@
 // BMP and PNM (parsed here: both are simple layouts), GIF (giflib, first frame), WebP (libwebp's animation
 // decoder with default options, which is what Pillow uses), TIFF (libtiff, strip-based 1/8/16-bit gray, RGB,
-// palette). What a layout here does not cover is refused with an error naming the format, never approximated.
+// palette, CMYK). What a layout here does not cover is refused with an error naming the format, never approximated.
 #include <algorithm>
 #include <cstdarg>
 #include <cstdio>
@@ -153,17 +153,26 @@ Decoded decode_pnm(Bytes in, const std::string& name) {
   ++pos;  // the single whitespace byte before the raster
   const long long w = fields[0], h = fields[1];
   if (w <= 0 || h <= 0) fail_corrupt(name, "PNM size is invalid");
-  if (fields[2] != 255) fail_unsupported(name, "PNM with maxval " + std::to_string(fields[2]));
+  const long long maxval = fields[2];
+  // 8-bit, and 16-bit at full range (Pillow: gray as I;16 -> rint(v / 257), colour keeps the high byte).
+  if (maxval != 255 && !(maxval == 65535 && kind != '4'))
+    fail_unsupported(name, "PNM with maxval " + std::to_string(maxval));
   check_bomb(name, w, h);
-  const std::size_t row = kind == '4' ? (w + 7) / 8 : kind == '5' ? w : 3 * w;
+  const int bytes = maxval == 65535 ? 2 : 1;
+  const std::size_t row = kind == '4' ? (w + 7) / 8 : (kind == '5' ? w : 3 * w) * bytes;
   if (pos > in.size || in.size - pos < row * h) fail_corrupt(name, "image file is truncated");
   Decoded d;
   d.bitmap = blank(static_cast<int>(w), static_cast<int>(h));
   for (long long y = 0; y < h; ++y) {
     const std::uint8_t* r = in.data + pos + row * y;
     for (long long x = 0; x < w; ++x) {
-      if (kind == '6') put(d.bitmap, x, y, r[3 * x], r[3 * x + 1], r[3 * x + 2]);
-      else if (kind == '5') put(d.bitmap, x, y, r[x], r[x], r[x]);
+      if (kind == '6') {
+        put(d.bitmap, x, y, r[3 * x * bytes], r[(3 * x + 1) * bytes], r[(3 * x + 2) * bytes]);
+      } else if (kind == '5') {
+        const std::uint8_t v =
+            bytes == 1 ? r[x] : static_cast<std::uint8_t>(((r[2 * x] << 8 | r[2 * x + 1]) + 128) / 257);
+        put(d.bitmap, x, y, v, v, v);
+      }
       else {
         const std::uint8_t v = (r[x / 8] >> (7 - x % 8)) & 1 ? 0 : 255;  // PBM: 1 is black
         put(d.bitmap, x, y, v, v, v);
@@ -376,7 +385,8 @@ Decoded decode_tiff(Bytes in, const std::string& name) {
       !TIFFIsTiled(tif) && planar == PLANARCONFIG_CONTIG &&
       ((gray && (spp == 1 || spp == 2) && (bits == 1 || bits == 8 || bits == 16)) ||
        (photometric == PHOTOMETRIC_RGB && (spp == 3 || spp == 4) && (bits == 8 || bits == 16)) ||
-       (photometric == PHOTOMETRIC_PALETTE && spp == 1 && (bits == 1 || bits == 2 || bits == 4 || bits == 8)));
+       (photometric == PHOTOMETRIC_PALETTE && spp == 1 && (bits == 1 || bits == 2 || bits == 4 || bits == 8)) ||
+       (photometric == PHOTOMETRIC_SEPARATED && spp == 4 && bits == 8));
   // Premultiplied alpha would need Pillow's un-premultiplying conversion: refused rather than approximated.
   const bool premultiplied = n_extra > 0 && extra && extra[0] == EXTRASAMPLE_ASSOCALPHA;
   if (!layout_ok || premultiplied)
@@ -408,6 +418,14 @@ Decoded decode_tiff(Bytes in, const std::string& name) {
         else v = (reinterpret_cast<const std::uint16_t*>(r)[x * spp] + 128) / 257;  // Pillow's I;16 -> 8 bit
         if (photometric == PHOTOMETRIC_MINISWHITE) v = 255 - v;
         o[0] = o[1] = o[2] = static_cast<std::uint8_t>(v);
+      } else if (photometric == PHOTOMETRIC_SEPARATED) {  // CMYK, converted with Pillow's cmyk2rgb rounding
+        const std::uint8_t* s = r + static_cast<std::size_t>(x) * 4;
+        const int nk = 255 - s[3];
+        for (int c = 0; c < 3; ++c) {
+          const int t = s[c] * nk + 128;
+          const int v = nk - (((t >> 8) + t) >> 8);
+          o[c] = static_cast<std::uint8_t>(v < 0 ? 0 : v);
+        }
       } else if (bits == 8) {
         std::memcpy(o, r + static_cast<std::size_t>(x) * spp, 3);
       } else {  // 16-bit RGB: Pillow keeps the high byte

@@ -140,6 +140,8 @@ Decoded decode_png(Bytes in, const std::string& name) {
   png_set_check_for_invalid_index(s.png, 0);
 #endif
   png_read_info(s.png, s.info);
+  // Pillow does not check CRCs from the image data on, so neither do we.
+  png_set_crc_action(s.png, PNG_CRC_QUIET_USE, PNG_CRC_QUIET_USE);
   png_uint_32 w32 = 0, h32 = 0;
   int depth = 0, color = 0, interlace = 0;
   png_get_IHDR(s.png, s.info, &w32, &h32, &depth, &color, &interlace, nullptr, nullptr);
@@ -208,7 +210,6 @@ Decoded decode_png(Bytes in, const std::string& name) {
     }
   }
   // Chunks after the image data: Pillow reads them (EXIF/XMP may sit there) but ignores damage past IDAT.
-  png_set_crc_action(s.png, PNG_CRC_QUIET_USE, PNG_CRC_QUIET_USE);
   if (!setjmp(png_jmpbuf(s.png))) png_read_end(s.png, s.end);
   d.orientation = orientation_of(s.png, s.info, s.end, in, name);
   return d;
