@@ -140,8 +140,9 @@ def test_bad_requests_get_errors_and_server_keeps_serving(server, serve_images, 
         inp = httpclient.InferInput("pixels", [1, 1], "BYTES")
         inp.set_data_from_numpy(np.array([[b"x"]], dtype=object))
         inputs, expect = [inp], "pixels"
-    with pytest.raises(InferenceServerException, match=expect.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(InferenceServerException, match=expect.replace("(", r"\(").replace(")", r"\)")) as err:
         c.infer("der_e2e", inputs)
+    assert err.value.status() == "400"  # the client's input is wrong, not the server (INVALID_ARG)
     ok = c.infer("der_e2e", [_image_input(httpclient, [serve_images[0].read_bytes()])])
     assert ok.as_numpy("scores").shape == (1, 5)
     assert c.is_server_live() and c.is_model_ready("der_e2e")
