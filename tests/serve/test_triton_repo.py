@@ -229,3 +229,19 @@ def test_decode_errors_name_the_item():
         decode_image(b"hello", "request item 0")
     with pytest.raises(ImageError, match="truncated or corrupt"):
         decode_image(_jpeg_exif_rotated()[:-2], "request item 0")
+
+
+def test_serving_modules_are_torch_free():
+    """The Triton stub environment has no torch: what it and the clients import must not need it."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "for m in ('der_deploy.runtime.triton_models', 'der_deploy.runtime.triton_client', "
+            "'der_deploy.runtime.triton_server', 'der_deploy.runtime.triton_load', 'der_deploy.cli.serve', "
+            "'der_deploy.export.triton'):\n"
+            "    __import__(m)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
