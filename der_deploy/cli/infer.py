@@ -120,6 +120,8 @@ def main(engine, triton, paths, batch_size, threshold, top_k, fmt, output, cam_d
         raise click.UsageError("--threshold and --top-k are mutually exclusive; give one of them")
     if (engine is None) == (triton is None):
         raise click.UsageError("give --engine MODEL (local) or --triton HOST:PORT (a server), exactly one of them")
+    if triton is not None and (backend != "auto" or providers or workers is not None):
+        raise click.UsageError("--backend, --providers and --workers apply to a local --engine, not to --triton")
     from der_deploy.errors import DerError, ImageError
     from der_deploy.fileio import check_writable
     from der_deploy.images import IMAGE_EXTENSIONS, load_image, scan_images
