@@ -203,6 +203,14 @@ def build_corpus(root: Path) -> dict[str, Path]:
     save("p_alpha.png", pal, transparency=bytes(range(0, 250, 5)))
     save("p4.png", rgb.quantize(colors=12), bits=4)
     save("exif6.png", rgb, exif=_exif_bytes(6))
+    exif3 = _exif_bytes(3)
+    raw_profile = f"\nexif\n{len(exif3):8}\n{exif3.hex()}\n".encode()
+    files["raw_profile_exif.png"] = root / "raw_profile_exif.png"  # EXIF as ImageMagick writes it in PNG text
+    write_png(files["raw_profile_exif.png"], photo[:20, :30], 2,
+              extra=_png_chunk(b"zTXt", b"Raw profile type exif\0\0" + zlib.compress(raw_profile)))
+    files["xmp8.png"] = root / "xmp8.png"
+    write_png(files["xmp8.png"], photo[:20, :30], 2, extra=_png_chunk(
+        b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0" + b'<rdf:Description tiff:Orientation="8"/>'))
     files["bad_exif.jpg"] = root / "bad_exif.jpg"  # unreadable EXIF that Pillow ignores (no JFIF DPI)
     buf = io.BytesIO()
     rgb.save(buf, format="JPEG", exif=_exif_bytes(3))
