@@ -374,10 +374,11 @@ def test_bad_inputs_are_errors_in_both(tool: Path, tmp_path: Path) -> None:
             assert "decompression bomb" in want and "decompression bomb" in got, (want, got)
 
 
-@pytest.mark.parametrize("interp", ["bilinear", "bicubic", "nearest"])
+@pytest.mark.parametrize("interp", INTERPS)
 def test_preprocess_matches_load_and_preprocess(tool: Path, tmp_path: Path, interp: str) -> None:
     files = build_corpus(tmp_path / "corpus")
-    names = ["q75.jpg", "sub2.jpg", "gray.jpg", "exif6.jpg", "rgba.png", "p_trns.png", "i16.png", "odd_size.jpg"]
+    names = ["q75.jpg", "sub2.jpg", "gray.jpg", "exif6.jpg", "cmyk.jpg", "rgba.png", "p_trns.png", "i16.png",
+             "odd_size.jpg", "lossy.webp", "p.gif", "tall.jpg"]
     for (h, w) in [(64, 64), (448, 448), (37, 91)]:
         card = ModelCard(classes=["a", "b"], input_size=(h, w), interpolation=interp)
         for name in names:
