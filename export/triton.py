@@ -17,8 +17,9 @@ over the protocol (model config), so nothing depends on files beside the reposit
 """
 from __future__ import annotations
 
-import json
+import re
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -294,8 +295,6 @@ def write_repository(engine: str | Path, repo: str | Path, *, name: str = "der",
     Triton's Python backend); default: tensorrt for a .plan, onnxruntime for an .onnx. Models of the same
     names in ``repo`` are replaced as a whole; other models there are left alone.
     """
-    import re
-
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise ExportError(f"Triton model name {name!r} must be letters, digits, '_', '.', '-' (e.g. der)")
     spec = inspect_engine(engine)
@@ -321,21 +320,22 @@ def write_repository(engine: str | Path, repo: str | Path, *, name: str = "der",
     if root.exists() and not root.is_dir():
         raise ExportError(f"{root}: exists and is not a folder; give a folder for the Triton repository")
     root.mkdir(parents=True, exist_ok=True)
-    engine_file = "model.onnx" if spec.kind == "onnx" else "model.plan"
     labels = "".join(c + "\n" for c in card.classes)
+    # model -> (what it is, config, {relative path: text or a file to copy})
+    engine_file = "1/model.onnx" if spec.kind == "onnx" else "1/model.plan"
+    engine_files: dict[str, str | Path] = {LABELS_FILE: labels, engine_file: spec.path}
+    if spec.sidecar is not None:
+        engine_files["1/model.plan.json"] = spec.sidecar  # the plan's card and build facts travel with it
+    if backend == "python":
+        engine_files["1/model.py"] = _shim("Engine")
     models = {
-        name: ("engine", engine_config(spec, name, backend, mb, instances),
-               {LABELS_FILE: labels, "1/" + engine_file: spec.path} | (
-                   {"1/model.plan.json": spec.sidecar} if spec.sidecar else {})
-               | ({"1/model.py": _shim("Engine")} if backend == "python" else {})),
+        name: ("engine", engine_config(spec, name, backend, mb, instances), engine_files),
         name + PRE: ("image bytes -> tensor", preprocess_config(name + PRE, card, mb, instances, spec.profile),
                      {"1/model.py": _shim("Preprocess")}),
         name + POST: ("scores -> label decisions", postprocess_config(name + POST, card, mb, spec.profile),
                       {"1/model.py": _shim("Postprocess")}),
         name + E2E: ("ensemble entry", ensemble_config(name, name, card, mb), {LABELS_FILE: labels}),
     }
-    import tempfile
-
     from der_deploy.fileio import write_text
 
     staging = Path(tempfile.mkdtemp(prefix=".der-triton-", dir=root))
