@@ -1,6 +1,7 @@
 # Third-party dependencies of der_runtime, each as one imported target:
 #   der::onnxruntime  ONNX Runtime C/C++ SDK from ONNXRUNTIME_ROOT (include/onnxruntime_cxx_api.h, lib/libonnxruntime.so)
-#   der::codecs       libjpeg(-turbo), libpng (required); libwebp, libtiff, giflib, libexif (when found: DER_HAVE_*)
+#   der::codecs       libjpeg(-turbo), libpng (required); libwebp, libtiff, giflib (when found: DER_HAVE_*);
+#                     EXIF is parsed in src/image (no libexif), see src/image/README.md
 #   der::tensorrt     TensorRT (nvinfer) + CUDA runtime, only when DER_WITH_TENSORRT is ON or AUTO and found
 #   nlohmann_json::nlohmann_json, Threads::Threads
 find_package(Threads REQUIRED)
@@ -40,11 +41,6 @@ pkg_check_modules(DER_TIFF IMPORTED_TARGET libtiff-4)
 if(DER_TIFF_FOUND)
   target_link_libraries(der::codecs INTERFACE PkgConfig::DER_TIFF)
   target_compile_definitions(der::codecs INTERFACE DER_HAVE_TIFF=1)
-endif()
-pkg_check_modules(DER_EXIF IMPORTED_TARGET libexif)
-if(DER_EXIF_FOUND)
-  target_link_libraries(der::codecs INTERFACE PkgConfig::DER_EXIF)
-  target_compile_definitions(der::codecs INTERFACE DER_HAVE_EXIF=1)
 endif()
 find_path(DER_GIF_INCLUDE gif_lib.h)
 find_library(DER_GIF_LIBRARY gif)
