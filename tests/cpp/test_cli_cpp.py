@@ -112,3 +112,21 @@ def test_ctrl_c_exits_130_and_leaves_no_output(der_infer_cpp, tiny_onnx, images,
     assert "interrupted" in rest
     assert not target.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_plan_errors_read_like_python_without_tensorrt(der_infer_cpp, tiny_onnx, images, tmp_path):
+    # A .plan without its sidecar, with a broken sidecar, and with --providers: the same one line as der-infer
+    # (both refuse before any TensorRT is needed).
+    plan = tmp_path / "der.plan"
+    plan.write_bytes(b"not really a plan")
+    cases = [["--engine", plan, images[0]]]
+    sidecar = tmp_path / "der.plan.json"
+    py = run(PY_INFER, *cases[0])
+    cpp = run(der_infer_cpp, *cases[0])
+    assert py[0] == cpp[0] == 2 and cpp[2] == py[2], (py, cpp)
+    sidecar.write_text('{"format": "der-deploy.tensorrt-plan", "format_version": 7}')
+    py, cpp = run(PY_INFER, "--engine", plan, images[0]), run(der_infer_cpp, "--engine", plan, images[0])
+    assert py[0] == cpp[0] == 2 and cpp[2] == py[2], (py, cpp)
+    py = run(PY_INFER, "--engine", plan, "--providers", "cpu", images[0])
+    cpp = run(der_infer_cpp, "--engine", plan, "--providers", "cpu", images[0])
+    assert py[0] == cpp[0] == 2 and cpp[2] == py[2], (py, cpp)

@@ -8,6 +8,8 @@
 
 #include "der/paths.hpp"
 #include "der/predictor.hpp"
+#include "der/runner.hpp"
+#include "der/sidecar.hpp"
 #include "output.hpp"
 
 namespace {
@@ -169,6 +171,11 @@ std::vector<std::string> split(const std::string& text, char sep) {
 int run(const Args& a) {
   const std::string format = infer_format(a);
   if (!a.output.empty()) derinfer::check_writable(a.output);
+  if (a.providers && a.backend != "ort" && der::engine_kind(a.engine) == "tensorrt") {
+    der::read_sidecar(a.engine);  // der-infer reads the card first: its errors come before this one
+    throw der::EngineError(a.engine + ": --providers applies to ONNX Runtime only; a TensorRT engine always runs on "
+                           "its GPU");
+  }
   der::Options opts;
   opts.backend = a.backend;
   if (a.providers) opts.providers = split(*a.providers, ',');

@@ -14,6 +14,7 @@
 
 #include "der/paths.hpp"
 #include "der/runner.hpp"
+#include "der/sidecar.hpp"
 #include "thread_pool.hpp"
 
 #ifndef DER_VERSION
@@ -83,6 +84,8 @@ Predictor::Predictor(const std::string& engine_path, const Options& options) : p
   if (options_.batch_size < 1)
     throw Error("batch_size must be >= 1, got " + std::to_string(options_.batch_size));
   const bool providers_given = !(options_.providers.size() == 1 && options_.providers[0] == "cpu");
+  // As Python's read_card: a plan's sidecar is read (and validated) before any backend is asked for.
+  if (engine_kind(path_) == "tensorrt" && options_.backend != "ort") read_sidecar(path_);
   runner_ = open_runner(path_, options_.backend, options_.providers, providers_given, options_.intra_op_threads);
   runner_->activate();
   card_ = runner_->card();
