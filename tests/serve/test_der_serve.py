@@ -16,7 +16,7 @@ import pytest
 
 from der_deploy.runtime.triton_server import free_ports
 
-from conftest import BIN  # noqa: E402
+BIN = Path(sys.executable).parent  # the console scripts of this environment
 
 
 def _group_members(pgid: int) -> list[int]:

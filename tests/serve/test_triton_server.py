@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from der_deploy.runtime.triton_server import ServeError, TritonServer, free_ports  # noqa: E402
 
-from conftest import BIN  # noqa: E402
+BIN = Path(sys.executable).parent  # the console scripts of this environment
 
 
 @pytest.fixture(scope="module")
