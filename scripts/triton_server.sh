@@ -35,6 +35,7 @@ import sys, zipfile
 zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])
 EOF
     chmod +x "$TMP/pytriton/tritonserver/bin/tritonserver" "$TMP"/pytriton/tritonserver/python_backend_stubs/*/triton_python_backend_stub
+    chmod 755 "$TMP"  # mktemp -d makes it private
     rm -rf "$DEST"
     mv "$TMP" "$DEST"  # atomic publish: a half-extracted tree is never seen as ready
     trap - EXIT
