@@ -202,7 +202,8 @@ def engine_config(spec: EngineSpec, name: str, backend: str, max_batch: int, ins
     elif backend == "tensorrt":
         cfg.platform, cfg.default_model_filename, kind = "tensorrt_plan", "model.plan", "KIND_GPU"
     else:
-        cfg.backend, kind = "python", "KIND_CPU"
+        # der_deploy.runtime in the Python backend: ONNX Runtime on CPU, or TensorRT (a plan) on the GPU.
+        cfg.backend, kind = "python", ("KIND_GPU" if spec.kind == "plan" else "KIND_CPU")
         cfg.parameters[ENGINE_FILE_PARAM].string_value = "model.onnx" if spec.kind == "onnx" else "model.plan"
     _common(cfg, spec.card, max_batch)
     for t in spec.inputs:

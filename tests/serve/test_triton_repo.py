@@ -125,6 +125,12 @@ def test_plan_repository(tiny_onnx, tmp_path, fake_plan):
     assert io_of(eng2.output) == [("logits", pb2.TYPE_FP32, [c]), ("scores", pb2.TYPE_FP32, [c])]
     assert eng2.max_batch_size == 2 and list(eng2.dynamic_batching.preferred_batch_size) == [2]
     assert any("contract" in n for n in rep2.spec.notes)
+    # The Python-backend engine runs the plan with der_deploy.runtime's TensorRT runner, on a GPU instance.
+    rep3 = write_repository(plan, tmp_path / "repo3", backend="python")
+    eng3 = configs(rep3.root)["der"]
+    assert eng3.backend == "python" and eng3.parameters["der_engine_file"].string_value == "model.plan"
+    assert eng3.instance_group[0].kind == pb2.ModelInstanceGroup.KIND_GPU
+    assert {p.name for p in (rep3.root / "der" / "1").iterdir()} == {"model.plan", "model.plan.json", "model.py"}
 
 
 def test_bad_requests_are_refused(tiny_onnx, tmp_path, fake_plan):
