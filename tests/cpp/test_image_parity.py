@@ -158,6 +158,31 @@ def write_png(path: Path, arr: np.ndarray, color_type: int, interlace: bool = Fa
                      + _png_chunk(b"IDAT", zlib.compress(raw)) + _png_chunk(b"IEND", b""))
 
 
+def write_bmp(path: Path, arr: np.ndarray, bits: int, masks: tuple[int, ...] = (), top_down: bool = False,
+              os2: bool = False) -> None:
+    """BMP layouts Pillow does not write: 16-bit 565/555, bit fields, top-down rows, the OS/2 12-byte header."""
+    h, w, _ = arr.shape
+    a = arr.astype(np.uint32)
+    if bits == 16:
+        if masks == (0xF800, 0x7E0, 0x1F):
+            px = (a[..., 0] >> 3 << 11) | (a[..., 1] >> 2 << 5) | (a[..., 2] >> 3)
+        else:
+            px = (a[..., 0] >> 3 << 10) | (a[..., 1] >> 3 << 5) | (a[..., 2] >> 3)
+        raw = px.astype("<u2").tobytes()
+        rows = [raw[y * w * 2:(y + 1) * w * 2] for y in range(h)]
+    else:
+        rows = [arr[y, :, ::-1].tobytes() for y in range(h)]  # BGR
+    stride = (w * bits + 31) // 32 * 4
+    body = b"".join(r.ljust(stride, b"\0") for r in (rows if top_down else rows[::-1]))
+    if os2:
+        info = struct.pack("<IHHHH", 12, w, h, 1, bits)
+    else:
+        info = struct.pack("<IiiHHIIiiII", 40, w, -h if top_down else h, 1, bits, 3 if masks else 0, len(body),
+                           2835, 2835, 0, 0) + b"".join(struct.pack("<I", m) for m in masks)
+    offset = 14 + len(info)
+    path.write_bytes(b"BM" + struct.pack("<IHHI", offset + len(body), 0, 0, offset) + info + body)
+
+
 def _exif_bytes(orientation: int) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = orientation
@@ -234,6 +259,12 @@ def build_corpus(root: Path) -> dict[str, Path]:
     save("p.bmp", small.quantize(colors=20))
     save("one_bit.bmp", small.convert("1"))
     save("rgba.bmp", Image.fromarray(rgba[:45, :61], "RGBA"))
+    for name, kw in (("rgb565.bmp", dict(bits=16, masks=(0xF800, 0x7E0, 0x1F))),
+                     ("rgb555.bmp", dict(bits=16, masks=(0x7C00, 0x3E0, 0x1F))),
+                     ("rgb555_raw.bmp", dict(bits=16)), ("top_down.bmp", dict(bits=24, top_down=True)),
+                     ("os2.bmp", dict(bits=24, os2=True))):
+        files[name] = root / name
+        write_bmp(files[name], photo[:21, :27], **kw)
     save("p.gif", small.quantize(colors=64))
     save("p_trns.gif", small.quantize(colors=64), transparency=5)
     save("not_interlaced.gif", small.quantize(colors=16), interlace=False)

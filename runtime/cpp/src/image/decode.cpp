@@ -95,14 +95,27 @@ int exif_orientation(Bytes exif) {
   const std::uint32_t ifd = read_u32(p + 4, big);
   if (ifd > n || n - ifd < 2) return 0;
   const std::uint32_t count = read_u16(p + ifd, big);
+  // Pillow's IFD reader: value sizes by type; a value over 4 bytes lives at an offset and is skipped (as if
+  // absent) when the running total of such values exceeds the blob, and ends the directory when it lies past
+  // the blob's end. The first stored orientation entry wins; only a single integer is acted on.
+  static const int kUnit[14] = {0, 1, 1, 2, 4, 8, 1, 1, 2, 4, 8, 4, 8, 4};
+  std::size_t total = 0;
   for (std::uint32_t i = 0; i < count; ++i) {
     const std::size_t at = ifd + 2 + std::size_t(i) * 12;
     if (at + 12 > n) break;  // truncated directory: Pillow stops reading entries there
     const std::uint32_t tag = read_u16(p + at, big), type = read_u16(p + at + 2, big);
-    if (tag != 0x0112) continue;
     const std::uint32_t cnt = read_u32(p + at + 4, big);
+    if (type == 0 || type > 13) continue;  // unknown type: ignored
+    const std::size_t size = std::size_t(cnt) * kUnit[type];
     const std::uint8_t* v = p + at + 8;
-    if (cnt == 0 || type == 0 || type > 13) continue;  // skipped by Pillow: as if absent
+    if (size > 4) {
+      total += size;
+      const std::size_t off = read_u32(v, big);
+      if (total > n) continue;                // "tag data larger than file": skipped
+      if (off > n || n - off < size) break;   // a short read ends Pillow's directory load
+      v = p + off;
+    }
+    if (tag != 0x0112 || size == 0) continue;
     if (cnt != 1) return 1;  // a tuple: present, but not an orientation Pillow acts on
     long long value = 1;
     switch (type) {

@@ -1,4 +1,4 @@
-// BMP and PNM (parsed here: both are simple layouts), GIF (giflib, first frame), WebP (libwebp's animation
+// BMP, PNM and GIF (parsed here: simple layouts, and GIF must follow Pillow's reader), WebP (libwebp's animation
 // decoder with default options, which is what Pillow uses), TIFF (libtiff, strip-based 1/8/16-bit gray, RGB,
 // palette, CMYK). What a layout here does not cover is refused with an error naming the format, never approximated.
 #include <algorithm>
@@ -10,9 +10,6 @@
 
 #include "decode_internal.hpp"
 
-#ifdef DER_HAVE_GIF
-#include <gif_lib.h>
-#endif
 #ifdef DER_HAVE_WEBP
 #include <webp/decode.h>
 #include <webp/demux.h>
@@ -46,81 +43,112 @@ void put(Bitmap& b, int x, int y, std::uint8_t r, std::uint8_t g, std::uint8_t b
 }  // namespace
 
 // ------------------------------------------------------------------------------------------------------------ BMP
+// The header rules of Pillow's BMP reader (header sizes, bit depths, bit-field layouts, palette size, where the
+// pixels start); RLE compression is not decoded here.
 Decoded decode_bmp(Bytes in, const std::string& name) {
-  if (in.size < 26) fail_corrupt(name, "BMP header is truncated");
+  if (in.size < 18) fail_corrupt(name, "BMP header is truncated");
   const std::uint8_t* p = in.data;
-  const std::uint32_t offset = le32(p + 10), header = le32(p + 14);
-  long long w, h;
-  int bpp, compression = 0, colors = 0, pal_entry = 4;
+  std::uint32_t offset = le32(p + 10);
+  const std::uint32_t header = le32(p + 14);
+  if (header < 4 || in.size - 14 < header) fail_corrupt(name, "Truncated File Read");
+  const std::uint8_t* h = p + 18;  // header fields after the size
+  long long w, ht;
+  int bits, compression = 0, pal_entry = 4;
+  long long colors = 0;
+  bool top_down = false;
+  std::uint32_t mask[4] = {0, 0, 0, 0};
+  std::size_t pos = 14 + header;
   if (header == 12) {
-    w = le16(p + 18);
-    h = static_cast<std::int16_t>(le16(p + 20));
-    bpp = static_cast<int>(le16(p + 24));
+    w = le16(h);
+    ht = le16(h + 2);
+    bits = static_cast<int>(le16(h + 6));
     pal_entry = 3;
-  } else if (header >= 40 && in.size >= 14 + 40) {
-    w = static_cast<std::int32_t>(le32(p + 18));
-    h = static_cast<std::int32_t>(le32(p + 22));
-    bpp = static_cast<int>(le16(p + 28));
-    compression = static_cast<int>(le32(p + 30));
-    colors = static_cast<int>(le32(p + 46));
+  } else if (header == 40 || header == 52 || header == 56 || header == 64 || header == 108 || header == 124) {
+    top_down = h[7] == 0xff;  // Pillow's test for a negative (top-down) height
+    w = le32(h);
+    ht = top_down ? (1LL << 32) - le32(h + 4) : le32(h + 4);
+    bits = static_cast<int>(le16(h + 10));
+    compression = static_cast<int>(le32(h + 12));
+    colors = le32(h + 28);
+    if (compression == 3) {
+      if (header - 4 >= 48) {
+        for (int i = 0; i < (header - 4 >= 52 ? 4 : 3); ++i) mask[i] = le32(h + 36 + 4 * i);
+      } else {
+        if (in.size - pos < 12) fail_corrupt(name, "BMP bit masks are truncated");
+        for (int i = 0; i < 3; ++i) mask[i] = le32(p + pos + 4 * i);
+        pos += 12;
+      }
+    }
   } else {
-    fail_unsupported(name, "BMP with a " + std::to_string(header) + "-byte header");
+    fail_corrupt(name, "Unsupported BMP header type (" + std::to_string(header) + ")");
   }
-  const bool top_down = h < 0;
-  if (h < 0) h = -h;
-  if (w <= 0 || h <= 0) fail_corrupt(name, "BMP size is invalid");
-  check_bomb(name, w, h);
-  // Uncompressed layouts (and bit fields with the standard masks); RLE-compressed BMPs are refused.
-  std::uint32_t masks[3] = {0, 0, 0};
-  if (compression == 3 && (bpp == 16 || bpp == 32)) {
-    const std::size_t at = header == 40 ? 14 + 40 : 14 + 40;
-    if (in.size < at + 12) fail_corrupt(name, "BMP bit masks are truncated");
-    for (int i = 0; i < 3; ++i) masks[i] = le32(p + at + 4 * i);
-    const bool ok32 = bpp == 32 && masks[0] == 0xff0000 && masks[1] == 0xff00 && masks[2] == 0xff;
-    const bool ok565 = bpp == 16 && masks[0] == 0xf800 && masks[1] == 0x7e0 && masks[2] == 0x1f;
-    const bool ok555 = bpp == 16 && masks[0] == 0x7c00 && masks[1] == 0x3e0 && masks[2] == 0x1f;
-    if (!ok32 && !ok565 && !ok555) fail_unsupported(name, "BMP with custom bit-field masks");
+  check_bomb(name, w, ht);
+  if (colors == 0) colors = 1LL << std::min(bits, 62);
+  if (offset == 14 + header && bits <= 8) offset += static_cast<std::uint32_t>(pal_entry * colors);
+  if (bits != 1 && bits != 4 && bits != 8 && bits != 16 && bits != 24 && bits != 32)
+    fail_corrupt(name, "Unsupported BMP pixel depth (" + std::to_string(bits) + ")");
+  // Byte positions of R, G, B in a pixel (for 16-bit: 565 or 555 decoding instead).
+  int rgb_at[3] = {2, 1, 0};
+  bool is565 = false;
+  if (compression == 3) {
+    auto is = [&](std::uint32_t r, std::uint32_t g, std::uint32_t b, std::uint32_t a) {
+      return mask[0] == r && mask[1] == g && mask[2] == b && mask[3] == a;
+    };
+    auto byte_of = [](std::uint32_t m) { return m == 0xff ? 0 : m == 0xff00 ? 1 : m == 0xff0000 ? 2 : 3; };
+    if (bits == 32 && (is(0xff0000, 0xff00, 0xff, 0) || is(0xff000000, 0xff0000, 0xff00, 0) ||
+                       is(0xff000000, 0xff00, 0xff, 0) || is(0xff000000, 0xff0000, 0xff00, 0xff) ||
+                       is(0xff, 0xff00, 0xff0000, 0xff000000) || is(0xff0000, 0xff00, 0xff, 0xff000000) ||
+                       is(0xff000000, 0xff00, 0xff, 0xff0000))) {
+      for (int c = 0; c < 3; ++c) rgb_at[c] = byte_of(mask[c]);
+    } else if (bits == 32 && is(0, 0, 0, 0)) {
+      // all-zero masks: read as BGRA
+    } else if (bits == 24 && mask[0] == 0xff0000 && mask[1] == 0xff00 && mask[2] == 0xff) {
+    } else if (bits == 16 && mask[0] == 0xf800 && mask[1] == 0x7e0 && mask[2] == 0x1f) {
+      is565 = true;
+    } else if (bits == 16 && mask[0] == 0x7c00 && mask[1] == 0x3e0 && mask[2] == 0x1f) {
+    } else {
+      fail_corrupt(name, "Unsupported BMP bitfields layout");
+    }
+  } else if (compression == 1 || compression == 2) {
+    fail_unsupported(name, "BMP with RLE compression");
   } else if (compression != 0) {
-    fail_unsupported(name, "BMP with RLE/JPEG/PNG compression");
+    fail_corrupt(name, "Unsupported BMP compression (" + std::to_string(compression) + ")");
   }
-  if (bpp != 1 && bpp != 2 && bpp != 4 && bpp != 8 && bpp != 16 && bpp != 24 && bpp != 32)
-    fail_corrupt(name, "unsupported BMP bit depth " + std::to_string(bpp));
-  std::vector<std::uint8_t> palette;  // RGB triples
-  if (bpp <= 8) {
-    const int n = colors > 0 && colors <= 256 ? colors : 1 << bpp;
-    const std::size_t at = 14 + header;
-    for (int i = 0; i < n && at + (i + 1) * std::size_t(pal_entry) <= in.size; ++i) {
-      const std::uint8_t* e = p + at + i * std::size_t(pal_entry);
+  std::vector<std::uint8_t> palette;  // RGB triples, as many as the file holds
+  if (bits <= 8) {
+    if (!(colors > 0 && colors <= 65536)) fail_corrupt(name, "Unsupported BMP Palette size");
+    for (long long i = 0; i < colors && pos + (i + 1) * pal_entry <= in.size; ++i) {
+      const std::uint8_t* e = p + pos + i * pal_entry;
       palette.insert(palette.end(), {e[2], e[1], e[0]});
     }
+    pos += static_cast<std::size_t>(pal_entry * colors);
   }
-  const std::size_t stride = ((static_cast<std::size_t>(w) * bpp + 31) / 32) * 4;
-  const std::size_t row_bytes = (static_cast<std::size_t>(w) * bpp + 7) / 8;
-  if (offset > in.size || (in.size - offset) < stride * (h - 1) + row_bytes)
+  const std::size_t start = offset ? offset : pos;
+  const std::size_t stride = ((static_cast<std::size_t>(w) * bits + 31) >> 3) & ~std::size_t(3);
+  const std::size_t row_bytes = (static_cast<std::size_t>(w) * bits + 7) / 8;
+  if (w == 0 || ht == 0) fail_corrupt(name, "BMP size is zero");
+  if (start > in.size || (in.size - start) < stride * (ht - 1) + row_bytes)
     fail_corrupt(name, "image file is truncated");
   Decoded d;
-  d.bitmap = blank(static_cast<int>(w), static_cast<int>(h));
-  const bool is555 = bpp == 16 && !(compression == 3 && masks[1] == 0x7e0);
-  for (long long y = 0; y < h; ++y) {
-    const std::uint8_t* r = p + offset + stride * (top_down ? y : h - 1 - y);
+  d.bitmap = blank(static_cast<int>(w), static_cast<int>(ht));
+  for (long long y = 0; y < ht; ++y) {
+    const std::uint8_t* r = p + start + stride * (top_down ? y : ht - 1 - y);
     for (long long x = 0; x < w; ++x) {
-      switch (bpp) {
-        case 24: put(d.bitmap, x, y, r[3 * x + 2], r[3 * x + 1], r[3 * x]); break;
-        case 32: put(d.bitmap, x, y, r[4 * x + 2], r[4 * x + 1], r[4 * x]); break;
-        case 16: {
-          const std::uint32_t v = le16(r + 2 * x);
-          if (is555)
-            put(d.bitmap, x, y, ((v >> 10) & 31) * 255 / 31, ((v >> 5) & 31) * 255 / 31, (v & 31) * 255 / 31);
-          else
-            put(d.bitmap, x, y, ((v >> 11) & 31) * 255 / 31, ((v >> 5) & 63) * 255 / 63, (v & 31) * 255 / 31);
-          break;
-        }
-        default: {
-          const int per = 8 / bpp;
-          const std::size_t idx = (r[x / per] >> (8 - bpp * (x % per + 1))) & ((1 << bpp) - 1);
-          if (3 * idx + 2 < palette.size())
-            put(d.bitmap, x, y, palette[3 * idx], palette[3 * idx + 1], palette[3 * idx + 2]);
-        }
+      const int xi = static_cast<int>(x), yi = static_cast<int>(y);
+      if (bits == 24 || bits == 32) {
+        const std::uint8_t* px = r + x * (bits / 8);
+        put(d.bitmap, xi, yi, px[rgb_at[0]], px[rgb_at[1]], px[rgb_at[2]]);
+      } else if (bits == 16) {
+        const std::uint32_t v = le16(r + 2 * x);
+        if (is565)
+          put(d.bitmap, xi, yi, ((v >> 11) & 31) * 255 / 31, ((v >> 5) & 63) * 255 / 63, (v & 31) * 255 / 31);
+        else
+          put(d.bitmap, xi, yi, ((v >> 10) & 31) * 255 / 31, ((v >> 5) & 31) * 255 / 31, (v & 31) * 255 / 31);
+      } else {
+        const int per = 8 / bits;
+        const std::size_t idx = (r[x / per] >> (8 - bits * (x % per + 1))) & ((1 << bits) - 1);
+        if (3 * idx + 2 < palette.size())
+          put(d.bitmap, xi, yi, palette[3 * idx], palette[3 * idx + 1], palette[3 * idx + 2]);
       }
     }
   }
@@ -183,95 +211,214 @@ Decoded decode_pnm(Bytes in, const std::string& name) {
 }
 
 // ------------------------------------------------------------------------------------------------------------ GIF
-#ifdef DER_HAVE_GIF
+// Parsed and LZW-decoded here rather than with giflib, because the status must follow Pillow's reader: it is
+// stricter than giflib about codes (a code past the next free table slot is an error), reads sub-blocks as one
+// continuous stream, needs the frame's last pixel before the data ends, and skips unknown bytes between blocks.
 namespace {
-struct GifReader {
+
+struct GifStream {
   Bytes in;
   std::size_t pos = 0;
-};
-int gif_read(GifFileType* gif, GifByteType* out, int n) {
-  auto* r = static_cast<GifReader*>(gif->UserData);
-  const std::size_t k = std::min<std::size_t>(static_cast<std::size_t>(n), r->in.size - r->pos);
-  std::memcpy(out, r->in.data + r->pos, k);
-  r->pos += k;
-  return static_cast<int>(k);
-}
-struct GifCloser {
-  GifFileType* gif;
-  ~GifCloser() {
-    int err = 0;
-    if (gif) DGifCloseFile(gif, &err);
+  bool eof() const { return pos >= in.size; }
+  int byte() { return pos < in.size ? in.data[pos++] : -1; }
+  // One data sub-block (Pillow's GifImageFile.data): empty at a terminator or the end of the file.
+  Bytes sub_block() {
+    const int n = byte();
+    if (n <= 0) return Bytes{nullptr, 0};
+    const std::size_t k = std::min<std::size_t>(static_cast<std::size_t>(n), in.size - pos);
+    Bytes b{in.data + pos, k};
+    pos += k;
+    return b;
   }
 };
+
+constexpr int kGifTable = 4096;
+
+// LZW-decode the first frame's indices into `canvas` (w x h indices) at (x0, y0); false if the data runs out
+// or is broken in a way Pillow's decoder rejects.
+bool gif_lzw(GifStream& st, int min_bits, bool interlace, int x0, int y0, int fw, int fh, int cw,
+             std::vector<std::uint8_t>& canvas, std::string& why) {
+  if (min_bits > 12) {
+    why = "bad LZW code size";
+    return false;
+  }
+  const int clear = 1 << min_bits, end = clear + 1;
+  std::vector<std::uint8_t> first(kGifTable), stack(kGifTable);
+  std::vector<int> prefix(kGifTable);
+  int next = 0, size = 0, mask = 0, last = 0;
+  std::uint8_t last_first = 0;
+  bool fresh = true;  // right after a clear code
+  std::uint32_t bits = 0;
+  int n_bits = 0, block_left = 0;
+  int x = 0, y = 0, step = interlace ? 8 : 1, pass = interlace ? 1 : 0;
+  auto reset = [&] {
+    next = clear + 2;
+    size = min_bits + 1;
+    mask = (1 << size) - 1;
+    fresh = true;
+  };
+  // Writes one pixel; returns true when the frame is complete.
+  auto emit = [&](std::uint8_t v) {
+    canvas[static_cast<std::size_t>(y0 + y) * cw + x0 + x] = v;
+    if (++x < fw) return false;
+    x = 0;
+    y += step;
+    while (y >= fh) {
+      if (pass == 1) y = 4, pass = 2;
+      else if (pass == 2) step = 4, y = 2, pass = 3;
+      else if (pass == 3) step = 2, y = 1, pass = 4;
+      else return true;
+    }
+    return false;
+  };
+  reset();
+  for (;;) {
+    while (n_bits < size) {
+      if (block_left == 0) {
+        const int n = st.byte();
+        if (n < 0 || st.in.size - st.pos < static_cast<std::size_t>(n)) {
+          why = "image file is truncated";
+          return false;
+        }
+        block_left = n;  // a zero-length block does not end the stream for Pillow's decoder
+        continue;
+      }
+      bits |= static_cast<std::uint32_t>(st.byte()) << n_bits;
+      n_bits += 8;
+      --block_left;
+    }
+    int c = static_cast<int>(bits & static_cast<std::uint32_t>(mask));
+    bits >>= size;
+    n_bits -= size;
+    if (c == clear) {
+      if (!fresh) reset();
+      continue;
+    }
+    if (c == end) {  // an end code before the frame is full leaves it unfinished: truncated for Pillow
+      why = "image file is truncated";
+      return false;
+    }
+    int depth = 0;
+    if (fresh) {
+      if (c > clear) {
+        why = "broken data stream";
+        return false;
+      }
+      last = c;
+      last_first = static_cast<std::uint8_t>(c);
+      fresh = false;
+    } else {
+      const int code = c;
+      if (c > next) {
+        why = "broken data stream";
+        return false;
+      }
+      if (c == next) {
+        stack[depth++] = last_first;
+        c = last;
+      }
+      while (c >= clear) {
+        if (depth >= kGifTable || c >= kGifTable) {
+          why = "broken data stream";
+          return false;
+        }
+        stack[depth++] = first[c];
+        c = prefix[c];
+      }
+      last_first = static_cast<std::uint8_t>(c);
+      if (next < kGifTable) {
+        first[next] = static_cast<std::uint8_t>(c);
+        prefix[next] = last;
+        if (next == mask && size < 12) mask = (1 << ++size) - 1;
+        ++next;
+      }
+      last = code;
+    }
+    if (emit(last_first)) return true;
+    while (depth > 0)
+      if (emit(stack[--depth])) return true;
+  }
+}
+
 }  // namespace
 
 Decoded decode_gif(Bytes in, const std::string& name) {
-  GifReader reader{in};
-  int err = 0;
-  GifCloser g{DGifOpen(&reader, gif_read, &err)};
-  if (!g.gif) fail_corrupt(name, GifErrorString(err) ? GifErrorString(err) : "cannot open GIF");
-  GifFileType* gif = g.gif;
-  long long cw = gif->SWidth, ch = gif->SHeight;
+  if (in.size < 13) fail_corrupt(name, "GIF header is truncated");
+  GifStream st{in, 13};
+  long long cw = le16(in.data + 6), ch = le16(in.data + 8);
+  const int flags = in.data[10];
+  std::vector<std::uint8_t> global;
+  if (flags & 128) {
+    const std::size_t n = std::size_t(3) << ((flags & 7) + 1);
+    if (in.size - st.pos < n) fail_corrupt(name, "GIF palette is truncated");
+    global.assign(in.data + st.pos, in.data + st.pos + n);
+    st.pos += n;
+  }
   check_bomb(name, cw, ch);
   int transparent = -1;
-  for (;;) {
-    GifRecordType type;
-    if (DGifGetRecordType(gif, &type) == GIF_ERROR) fail_corrupt(name, "image file is truncated");
-    if (type == TERMINATE_RECORD_TYPE) fail_corrupt(name, "image not found in GIF frame");
-    if (type == EXTENSION_RECORD_TYPE) {
-      int code = 0;
-      GifByteType* block = nullptr;
-      if (DGifGetExtension(gif, &code, &block) == GIF_ERROR) fail_corrupt(name, "image file is truncated");
-      if (code == GRAPHICS_EXT_FUNC_CODE && block && block[0] >= 4 && (block[1] & 1)) transparent = block[4];
-      while (block)
-        if (DGifGetExtensionNext(gif, &block) == GIF_ERROR) fail_corrupt(name, "image file is truncated");
+  for (;;) {  // blocks up to the first image descriptor, as Pillow's _seek(0) walks them
+    const int tag = st.byte();
+    if (tag < 0 || tag == ';') fail_corrupt(name, "image not found in GIF frame");
+    if (tag == '!') {
+      const int label = st.byte();
+      if (label < 0) fail_corrupt(name, "GIF extension is truncated");
+      Bytes block = st.sub_block();
+      if (label == 0xf9 && block.data) {
+        if (block.size < 3 || ((block.data[0] & 1) && block.size < 4)) fail_corrupt(name, "GIF control block is short");
+        if (block.data[0] & 1) transparent = block.data[3];
+      }
+      if (label == 0xfe) {  // comment: Pillow reads its blocks up to the terminator and goes on
+        while (block.data) block = st.sub_block();
+        continue;
+      }
+      if (label == 0xff && block.data) st.sub_block();
+      while (st.sub_block().data) {
+      }
       continue;
     }
-    if (type != IMAGE_DESC_RECORD_TYPE) continue;
-    if (DGifGetImageDesc(gif) == GIF_ERROR) fail_corrupt(name, "image file is truncated");
-    const GifImageDesc& desc = gif->Image;
+    if (tag != ',') continue;  // Pillow skips any other byte
+    if (in.size - st.pos < 9) fail_corrupt(name, "GIF image descriptor is truncated");
+    const std::uint8_t* dsc = in.data + st.pos;
+    st.pos += 9;
+    const int x0 = le16(dsc), y0 = le16(dsc + 2), fw = le16(dsc + 4), fh = le16(dsc + 6);
+    std::vector<std::uint8_t> local;
+    if (dsc[8] & 128) {
+      const std::size_t n = std::size_t(3) << ((dsc[8] & 7) + 1);
+      const std::size_t k = std::min(n, in.size - st.pos);
+      local.assign(in.data + st.pos, in.data + st.pos + k);
+      st.pos += k;
+      if (k % 3) fail_corrupt(name, "GIF palette is truncated");
+    }
+    const int min_bits = st.byte();
+    if (min_bits < 0) fail_corrupt(name, "GIF image data is missing");
     // A first frame reaching past the logical screen grows the canvas, as in Pillow.
-    cw = std::max<long long>(cw, desc.Left + desc.Width);
-    ch = std::max<long long>(ch, desc.Top + desc.Height);
+    cw = std::max<long long>(cw, x0 + fw);
+    ch = std::max<long long>(ch, y0 + fh);
     check_bomb(name, cw, ch);
-    const ColorMapObject* map = desc.ColorMap ? desc.ColorMap : gif->SColorMap;
-    auto colour = [&](int idx, std::uint8_t* o) {
-      if (map && idx < map->ColorCount) {
-        o[0] = map->Colors[idx].Red;
-        o[1] = map->Colors[idx].Green;
-        o[2] = map->Colors[idx].Blue;
-      } else if (!map) {  // no palette at all: Pillow reads the indices as gray levels
-        o[0] = o[1] = o[2] = static_cast<std::uint8_t>(idx);
-      } else {
-        o[0] = o[1] = o[2] = 0;
-      }
-    };
-    // Outside the frame the canvas holds the transparent index if there is one, else index 0.
-    std::uint8_t fill[3];
-    colour(transparent >= 0 ? transparent : 0, fill);
+    if (fw == 0 || fh == 0) fail_corrupt(name, "tile cannot extend outside image");
+    const std::vector<std::uint8_t>& pal = (dsc[8] & 128) ? local : global;
+    const bool has_pal = (dsc[8] & 128) || (flags & 128);
+    std::vector<std::uint8_t> indices(static_cast<std::size_t>(cw) * ch,
+                                      static_cast<std::uint8_t>(transparent >= 0 ? transparent : 0));
+    std::string why;
+    if (!gif_lzw(st, min_bits, (dsc[8] & 64) != 0, x0, y0, fw, fh, static_cast<int>(cw), indices, why))
+      fail_corrupt(name, why);
     Decoded d;
     d.bitmap = blank(static_cast<int>(cw), static_cast<int>(ch));
-    for (std::size_t i = 0; i < d.bitmap.pixels.size(); i += 3) std::memcpy(&d.bitmap.pixels[i], fill, 3);
-    std::vector<GifPixelType> line(desc.Width);
-    std::vector<int> rows;  // stored row order -> frame row
-    if (desc.Interlace) {
-      static const int kStart[4] = {0, 4, 2, 1}, kStep[4] = {8, 8, 4, 2};
-      for (int pass = 0; pass < 4; ++pass)
-        for (int y = kStart[pass]; y < desc.Height; y += kStep[pass]) rows.push_back(y);
-    } else {
-      for (int y = 0; y < desc.Height; ++y) rows.push_back(y);
-    }
-    for (int y : rows) {
-      if (DGifGetLine(gif, line.data(), desc.Width) == GIF_ERROR) fail_corrupt(name, "image file is truncated");
-      for (int x = 0; x < desc.Width; ++x)
-        colour(line[x], &d.bitmap.pixels[(static_cast<std::size_t>(desc.Top + y) * cw + desc.Left + x) * 3]);
+    for (std::size_t i = 0; i < indices.size(); ++i) {
+      const std::size_t v = indices[i];
+      std::uint8_t* o = &d.bitmap.pixels[3 * i];
+      if (!has_pal) {
+        o[0] = o[1] = o[2] = static_cast<std::uint8_t>(v);  // no palette: Pillow reads indices as gray levels
+      } else if (3 * v + 2 < pal.size()) {
+        o[0] = pal[3 * v];
+        o[1] = pal[3 * v + 1];
+        o[2] = pal[3 * v + 2];
+      }  // an index past the palette stays black
     }
     return d;
   }
 }
-#else
-Decoded decode_gif(Bytes, const std::string& name) { fail_unsupported(name, "GIF (built without giflib)"); }
-#endif
 
 // ----------------------------------------------------------------------------------------------------------- WebP
 #ifdef DER_HAVE_WEBP
