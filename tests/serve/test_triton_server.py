@@ -228,3 +228,17 @@ def test_load_generator_is_bounded_and_local(server, serve_images):
     assert 0 < cut.requests < 10_000 and cut.wall_s < 0.5 + 30  # stopped by its deadline, not by N
     with pytest.raises(DerError, match="only targets a server on this machine"):
         run_load("10.0.0.1:8000", serve_images, requests=1, concurrency=1)
+
+
+@pytest.mark.parametrize("rule", [{"threshold": 0.3}, {"top_k": 2}])
+def test_client_rules_match_predictor(server, local, tiny_onnx, serve_images, rule):
+    from der_deploy.runtime.predictor import Predictor
+    from der_deploy.runtime.triton_client import TritonPredictor
+
+    with Predictor(tiny_onnx) as p:
+        want = p.predict(serve_images, **rule)
+    with TritonPredictor(f"grpc://127.0.0.1:{server.ports['--grpc-port']}", concurrency=3) as t:
+        assert t.model == "der_e2e" and t.card.classes == list(local[0].scores)
+        got = list(t.predict_iter(serve_images, **rule))
+    assert [g.labels for g in got] == [w.labels for w in want]
+    assert [g.path for g in got] == [str(p) for p in serve_images]
