@@ -150,7 +150,9 @@ class TritonServer:
         self.ports = {"--http-port": http_port, "--grpc-port": grpc_port, "--metrics-port": metrics_port}
         self.address = address
         self.install = find_server(server)
-        self.python = Path(python or os.environ.get("DER_TRITON_PYTHON") or sys.executable)
+        explicit = python or os.environ.get("DER_TRITON_PYTHON")
+        self.python = Path(explicit or sys.executable)
+        self._python_explicit = bool(explicit)
         self.log_file = Path(log_file) if log_file else None
         self.echo = echo
         self.extra_args = list(extra_args or [])
@@ -165,6 +167,12 @@ class TritonServer:
         if not inst.bundled:
             return None
         version, numpy_major = python_info(self.python)
+        # scripts/triton_server.sh leaves a numpy<2 environment beside the unzipped wheel: use it by default.
+        up = inst.binary.resolve().parents
+        stub_env = up[4] / "stub-env" / "bin" / "python" if len(up) > 4 else None
+        if numpy_major >= 2 and not self._python_explicit and stub_env is not None and stub_env.is_file():
+            self.python = stub_env
+            version, numpy_major = python_info(self.python)
         if numpy_major >= 2:
             raise ServeError(f"{self.python} has numpy {numpy_major}.x, but the Python backend bundled with "
                              "nvidia-pytriton's tritonserver was built for numpy 1.x and corrupts numpy 2 tensors; "

@@ -23,7 +23,9 @@ def stub_python(triton_install) -> Path:
     """The Python that runs the Python-backend models (numpy<2 for the stub bundled with pytriton)."""
     explicit = os.environ.get("DER_TRITON_PYTHON")
     candidates = [Path(explicit)] if explicit else []
-    candidates.append(triton_install.binary.resolve().parents[4] / "stub-env" / "bin" / "python")
+    up = triton_install.binary.resolve().parents
+    if len(up) > 4:  # scripts/triton_server.sh's layout: CACHE/pytriton-X/pytriton/tritonserver/bin/tritonserver
+        candidates.append(up[4] / "stub-env" / "bin" / "python")
     for c in candidates:
         if c.exists():
             return c

@@ -144,3 +144,23 @@ def test_model_that_fails_to_load_quotes_triton(tiny_onnx, tmp_path, triton_inst
     assert line == ("error: Triton failed to load model 'der': Invalid argument: unable to find backend library for "
                     "backend 'onnxruntime', try specifying runtime on the model configuration.")
     assert time.monotonic() - t0 < 100
+
+
+def test_bundled_server_picks_the_stub_env_by_default(python_repo, triton_install, stub_python, monkeypatch):
+    """Without --python, a numpy 2 interpreter gives way to scripts/triton_server.sh's numpy<2 environment."""
+    import numpy
+
+    from der_deploy.runtime.triton_server import TritonServer
+
+    beside = triton_install.binary.resolve().parents[4] / "stub-env" / "bin" / "python"
+    if int(numpy.__version__.split(".")[0]) < 2 or not beside.is_file():
+        pytest.skip("needs numpy 2 here and the stub env of scripts/triton_server.sh")
+    monkeypatch.delenv("DER_TRITON_PYTHON", raising=False)
+    srv = TritonServer(python_repo, server=triton_install.binary)
+    try:
+        backends = srv._backend_dir()
+        assert srv.python == beside
+        stub = backends / "python" / "triton_python_backend_stub"
+        assert stub.is_symlink() and stub.resolve().parent.name == "%d.%d" % sys.version_info[:2]
+    finally:
+        srv.cleanup()
