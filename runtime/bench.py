@@ -103,7 +103,7 @@ def _sample_images(data: Path | None, split: str, workdir: Path, card) -> tuple[
 def run_benchmark(checkpoint: str | Path, data: str | Path | None = None, *, workdir: str | Path, split: str = "test",
                   batches: tuple[int, ...] = (1, 8), iters: int = 20, warmup: int = 3, formats: tuple[str, ...] = (
                       "torch", "ort-fp32", "ort-fp16", "ort-int8", "trt"), calib_max: int = 64,
-                  timeout: float = 900.0, log=print) -> BenchReport:
+                  timeout: float = 900.0, log=print, int8_onnx: str | Path | None = None) -> BenchReport:
     from der_deploy.train.checkpoint import read_checkpoint
     from der_deploy.card import ModelCard
 
@@ -122,6 +122,8 @@ def run_benchmark(checkpoint: str | Path, data: str | Path | None = None, *, wor
     spec_base = {"input_size": list(card.input_size), "batches": list(batches), "iters": iters, "warmup": warmup}
     plan = [("torch", "PyTorch eager", "fp32", checkpoint), ("ort-fp32", "ONNX Runtime", "fp32", paths.get("fp32")),
             ("ort-fp16", "ONNX Runtime", "fp16", paths.get("fp16")), ("ort-int8", "ONNX Runtime", "int8 (U8S8)", paths.get("int8"))]
+    if int8_onnx is not None:  # a der-export --budget-data file, measured beside the plain INT8 one
+        plan.append(("ort-int8", "ONNX Runtime", "int8 (U8S8, given)", Path(int8_onnx)))
     if "trt" in want:
         try:
             plan.append(("trt", "TensorRT", "fp16", _trt_plan(paths["fp16"], workdir, max(batches))))
@@ -134,6 +136,7 @@ def run_benchmark(checkpoint: str | Path, data: str | Path | None = None, *, wor
         if key not in want:
             continue
         row = BenchRow(fmt, precision, str(path) if path else None, size_bytes=Path(path).stat().st_size if path else None)
+        row.note = plan_note(path)
         if path is None:
             row.note = "not available on this machine (see der-doctor)"
             rows.append(row)
@@ -176,3 +179,15 @@ def _end_to_end(onnx_path: Path, images: list[Path], batch: int, timeout: float)
 
 def ratio(a: float | None, b: float | None) -> str:
     return "-" if not a or not b or np.isnan(a) or np.isnan(b) else f"{a / b:.2f}x"
+
+
+def plan_note(path) -> str:
+    """A short note on the budgeted-INT8 plan recorded in an .onnx by der-export --budget-data ("" if none)."""
+    from .evaluate import int8_plan
+
+    plan = int8_plan(path) if path is not None else None
+    if not plan:
+        return ""
+    fp, b = plan.get("excluded", []), plan.get("budget", {})
+    return (f"INT8 plan: {len(fp)} {plan.get('granularity', 'layer')}s in FP ({', '.join(fp) or 'none'}); budget "
+            f"ΔmAP {b.get('max_map_drop')} / class {b.get('max_class_drop')} pt on {plan.get('data')}")

@@ -18,10 +18,11 @@ from der_deploy.errors import DerError, EngineError
 # |ΔmAP| budgets in mAP points (percent), per engine precision.
 DEFAULT_BUDGETS = {"fp32": 0.05, "fp16": 0.3, "int8": 1.0}
 PRECISION_KEY = "der_deploy.precision"  # written by der_deploy.export.onnx_export (torch-free copy of the key)
+PLAN_KEY = "der_deploy.int8_plan"  # written by der-export --budget-data (der_deploy.export.quantize.PLAN_KEY)
 
 
 class ParityError(DerError):
-    """The engine's mAP moved more than its precision's budget allows."""
+    """The engine's mAP (or a class's AP) moved more than its budget allows."""
 
     exit_code = 1
 
@@ -35,10 +36,21 @@ class Parity:
     flip_fraction: float  # share of (image, class) decisions that differ at the card's thresholds
     max_abs_score_diff: float
     budget_pt: float
+    drop_class: str = ""  # the class that lost most AP (one-sided: a gain never fails a budget)
+    drop_pt: float = 0.0  # its ΔAP, <= 0 when any class lost
+    max_class_drop_pt: float | None = None  # --max-class-drop
+
+    @property
+    def map_passed(self) -> bool:
+        return abs(self.delta_map_pt) <= self.budget_pt
+
+    @property
+    def class_passed(self) -> bool:
+        return self.max_class_drop_pt is None or self.drop_pt >= -self.max_class_drop_pt
 
     @property
     def passed(self) -> bool:
-        return abs(self.delta_map_pt) <= self.budget_pt
+        return self.map_passed and self.class_passed
 
 
 @dataclass
@@ -54,6 +66,7 @@ class EvalReport:
     top3: dict[str, float]
     parity: Parity | None = None
     tuned: dict[str, Any] = field(default_factory=dict)
+    int8_plan: dict[str, Any] | None = None  # der-export's budgeted INT8 decision, when the engine carries one
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -64,6 +77,8 @@ class EvalReport:
         }
         if self.parity is not None:
             out["parity"] = {**self.parity.__dict__, "passed": self.parity.passed}
+        if self.int8_plan is not None:
+            out["int8_plan"] = self.int8_plan
         if self.tuned:
             out["tuned"] = self.tuned
         return out
@@ -145,7 +160,8 @@ def _reference_scores(model, x: np.ndarray) -> np.ndarray:
         return torch.sigmoid(model(torch.from_numpy(x)).logits).numpy()
 
 
-def parity(card: ModelCard, probs: np.ndarray, ref_probs: np.ndarray, targets: np.ndarray, budget_pt: float) -> Parity:
+def parity(card: ModelCard, probs: np.ndarray, ref_probs: np.ndarray, targets: np.ndarray, budget_pt: float,
+           max_class_drop_pt: float | None = None) -> Parity:
     ap = metrics.average_precision(probs, targets)
     ref_ap = metrics.average_precision(ref_probs, targets)
     delta = (ap - ref_ap) * 100.0
@@ -154,6 +170,7 @@ def parity(card: ModelCard, probs: np.ndarray, ref_probs: np.ndarray, targets: n
     thr = np.asarray(card.thresholds)
     flips = float(np.mean((probs >= thr) != (ref_probs >= thr)))
     ref_map = metrics.mean_average_precision(ref_probs, targets)
+    drop = int(np.flatnonzero(valid)[np.argmin(delta[valid])]) if valid.any() else 0
     return Parity(
         reference_map=ref_map,
         delta_map_pt=(metrics.mean_average_precision(probs, targets) - ref_map) * 100.0,
@@ -162,14 +179,36 @@ def parity(card: ModelCard, probs: np.ndarray, ref_probs: np.ndarray, targets: n
         flip_fraction=flips,
         max_abs_score_diff=float(np.max(np.abs(probs - ref_probs))),
         budget_pt=budget_pt,
+        drop_class=card.classes[drop],
+        drop_pt=min(float(delta[drop]), 0.0) if valid.any() else 0.0,
+        max_class_drop_pt=max_class_drop_pt,
     )
+
+
+def int8_plan(engine: str | Path) -> dict[str, Any] | None:
+    """The budgeted-INT8 record of an .onnx engine (None for other engines or a plain export)."""
+    engine = Path(engine)
+    if engine.suffix != ".onnx":
+        return None
+    import json
+
+    from .artifacts import onnx_metadata
+
+    text = onnx_metadata(engine).get(PLAN_KEY)
+    try:
+        return None if text is None else json.loads(text)
+    except ValueError:
+        raise EngineError(f"{engine}: its {PLAN_KEY} metadata is not JSON; re-export it with der-export") from None
 
 
 def evaluate(engine: str | Path, data: str | Path, *, split: str = "test", data_format: str | None = None,
              reference: str | Path | None = None, batch_size: int = 8, workers: int | None = None,
-             backend: str = "auto", budgets: dict[str, float] | None = None, tune_thresholds: bool = False) -> EvalReport:
+             backend: str = "auto", budgets: dict[str, float] | None = None, tune_thresholds: bool = False,
+             max_class_drop: float | None = None) -> EvalReport:
     engine = Path(engine)
     precision = engine_precision(engine)
+    if max_class_drop is not None and reference is None:
+        raise DerError("--max-class-drop compares each class's AP with the reference model's; add --reference model.pt")
     card, probs, ref_probs, targets = collect(engine, data, split=split, data_format=data_format, reference=reference,
                                               batch_size=batch_size, workers=workers, backend=backend)
     thr = np.asarray(card.thresholds)
@@ -181,7 +220,8 @@ def evaluate(engine: str | Path, data: str | Path, *, split: str = "test", data_
     )
     if ref_probs is not None:
         budget = {**DEFAULT_BUDGETS, **(budgets or {})}[precision]
-        report.parity = parity(card, probs, ref_probs, targets, budget)
+        report.parity = parity(card, probs, ref_probs, targets, budget, max_class_drop)
+    report.int8_plan = int8_plan(engine)
     if tune_thresholds:
         from .thresholds import write_tuned
 

@@ -33,9 +33,11 @@ FORMATS = ("torch", "ort-fp32", "ort-fp16", "ort-int8", "trt")
 @click.option("--warmup", default=3, show_default=True, type=click.IntRange(0))
 @click.option("--formats", default=",".join(FORMATS), show_default=True, help="Rows to run (comma-separated).")
 @click.option("--calib-max", default=64, show_default=True, type=click.IntRange(1), help="Calibration images for INT8.")
+@click.option("--int8-onnx", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Also measure this INT8 ONNX (e.g. der-export --budget-data's der.int8.onnx); its plan is shown.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the report as JSON.")
 @handle_errors
-def main(model, data, split, workdir, batches, iters, warmup, formats, calib_max, json_out):
+def main(model, data, split, workdir, batches, iters, warmup, formats, calib_max, int8_onnx, json_out):
     """Benchmark MODEL (a der-train checkpoint) as PyTorch eager, ONNX Runtime FP32/FP16/INT8 and TensorRT.
 
     With DATA, also reports mAP and ΔmAP vs PyTorch on its split. Speed is measured on random inputs at each
@@ -52,7 +54,7 @@ def main(model, data, split, workdir, batches, iters, warmup, formats, calib_max
         raise DerError(f"unknown format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
     with tempfile.TemporaryDirectory(prefix="der-bench-") as tmp:
         report = run_benchmark(model, data, workdir=workdir or Path(tmp), split=split, batches=batches, iters=iters,
-                               warmup=warmup, formats=chosen, calib_max=calib_max,
+                               warmup=warmup, formats=chosen, calib_max=calib_max, int8_onnx=int8_onnx,
                                log=lambda m: err_console.print(m, style="dim", markup=False))
 
     def speed(row, b, key):
