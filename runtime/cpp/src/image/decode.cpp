@@ -33,10 +33,9 @@ std::uint32_t read_u32(const std::uint8_t* p, bool big) {
 
 // The seven non-identity orientations as Pillow's transposes (2 mirror, 3 rotate 180, 4 flip, 5 transpose,
 // 6 rotate 270 i.e. clockwise, 7 transverse, 8 rotate 90 counter-clockwise).
-Bitmap apply_orientation(const Bitmap& in, int orientation) {
+void apply_orientation(const Bitmap& in, int orientation, Bitmap& out) {
   const int w = in.width, h = in.height;
   const bool swap = orientation >= 5;
-  Bitmap out;
   out.width = swap ? h : w;
   out.height = swap ? w : h;
   out.pixels.resize(in.pixels.size());
@@ -57,7 +56,64 @@ Bitmap apply_orientation(const Bitmap& in, int orientation) {
                   &in.pixels[(static_cast<std::size_t>(sy) * w + sx) * 3], 3);
     }
   }
-  return out;
+}
+
+// The file's bytes into `bytes` (storage reused), with load_image's checks and wording.
+void read_file(const std::string& path, std::vector<std::uint8_t>& bytes) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) throw ImageError(path, "file not found");
+    throw ImageError(path, std::string("cannot read file (") + std::strerror(errno) + ")");
+  }
+  if (S_ISDIR(st.st_mode)) throw ImageError(path, "is a folder, not an image file");
+  // Checked before opening: open() on a FIFO would block until a writer appears.
+  if (!S_ISREG(st.st_mode)) {
+    const char* kind = S_ISFIFO(st.st_mode)   ? "FIFO"
+                       : S_ISSOCK(st.st_mode) ? "socket"
+                       : S_ISCHR(st.st_mode)  ? "character device"
+                       : S_ISBLK(st.st_mode)  ? "block device"
+                                              : "special file";
+    throw ImageError(path, std::string("not a regular file (a ") + kind + "); name an image file");
+  }
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
+  if (!f) throw ImageError(path, std::string("cannot read file (") + std::strerror(errno) + ")");
+  std::size_t have = 0;
+  bytes.resize(static_cast<std::size_t>(st.st_size > 0 ? st.st_size : 0) + 1);  // +1: notices growth
+  for (;;) {
+    have += std::fread(bytes.data() + have, 1, bytes.size() - have, f.get());
+    if (have < bytes.size()) break;
+    bytes.resize(bytes.size() * 2);
+  }
+  if (std::ferror(f.get())) throw ImageError(path, std::string("cannot read file (") + std::strerror(errno) + ")");
+  bytes.resize(have);
+}
+
+void decode_into(Bytes in, const std::string& name, Decoded& d) {
+  d.orientation = 1;
+  if (in.size == 0) throw ImageError(name, "empty (0 bytes), not an image");
+  if (starts_with(in, "\xff\xd8\xff", 3)) {
+    decode_jpeg(in, name, d);
+  } else if (starts_with(in, "\x89PNG\r\n\x1a\n", 8)) {
+    decode_png(in, name, d);
+  } else if (starts_with(in, "GIF87a", 6) || starts_with(in, "GIF89a", 6)) {
+    decode_gif(in, name, d);
+  } else if (starts_with(in, "BM", 2)) {
+    decode_bmp(in, name, d);
+  } else if (in.size >= 12 && std::memcmp(in.data, "RIFF", 4) == 0 && std::memcmp(in.data + 8, "WEBP", 4) == 0) {
+    decode_webp(in, name, d);
+  } else if (starts_with(in, "II*\0", 4) || starts_with(in, "MM\0*", 4) || starts_with(in, "II+\0", 4) ||
+             starts_with(in, "MM\0+", 4)) {
+    decode_tiff(in, name, d);
+  } else if (in.size >= 2 && in.data[0] == 'P' && in.data[1] >= '1' && in.data[1] <= '7') {
+    decode_pnm(in, name, d);
+  } else if (starts_with(in, "\0\0\1\0", 4) || starts_with(in, "8BPS", 4) || starts_with(in, "qoif", 4) ||
+             starts_with(in, "DDS ", 4) || starts_with(in, "\0\0\0\x0cjP  ", 8) ||
+             (in.size >= 12 && std::memcmp(in.data + 4, "ftyp", 4) == 0)) {
+    fail_unsupported(name, "of this file (ICO/PSD/QOI/DDS/JPEG 2000/AVIF/HEIF)");
+  } else {
+    throw ImageError(name, "not an image (format not recognised; the C++ SDK reads JPEG, PNG, BMP, GIF, "
+                           "TIFF, WebP and binary PNM)");
+  }
 }
 
 }  // namespace
@@ -76,6 +132,12 @@ void check_bomb(const std::string& name, long long width, long long height) {
     throw ImageError(name, "refused as a decompression bomb (Image size (" + std::to_string(pixels) +
                                " pixels) exceeds limit of " + std::to_string(2 * kMaxImagePixels) +
                                " pixels, could be decompression bomb DOS attack.)");
+}
+
+void reset_bitmap(Bitmap& b, long long w, long long h) {
+  b.width = static_cast<int>(w);
+  b.height = static_cast<int>(h);
+  b.pixels.assign(static_cast<std::size_t>(w) * static_cast<std::size_t>(h) * 3, 0);
 }
 
 void gray_to_rgb(const std::uint8_t* in, std::uint8_t* out, std::size_t n) {
@@ -148,67 +210,47 @@ int xmp_orientation(Bytes xmp) {
 }  // namespace detail
 
 Bitmap decode_memory(const std::uint8_t* data, std::size_t size, const std::string& name) {
-  using namespace detail;
-  const Bytes in{data, size};
-  if (size == 0) throw ImageError(name, "empty (0 bytes), not an image");
-  Decoded d;
-  if (starts_with(in, "\xff\xd8\xff", 3)) {
-    d = decode_jpeg(in, name);
-  } else if (starts_with(in, "\x89PNG\r\n\x1a\n", 8)) {
-    d = decode_png(in, name);
-  } else if (starts_with(in, "GIF87a", 6) || starts_with(in, "GIF89a", 6)) {
-    d = decode_gif(in, name);
-  } else if (starts_with(in, "BM", 2)) {
-    d = decode_bmp(in, name);
-  } else if (in.size >= 12 && std::memcmp(data, "RIFF", 4) == 0 && std::memcmp(data + 8, "WEBP", 4) == 0) {
-    d = decode_webp(in, name);
-  } else if (starts_with(in, "II*\0", 4) || starts_with(in, "MM\0*", 4) || starts_with(in, "II+\0", 4) ||
-             starts_with(in, "MM\0+", 4)) {
-    d = decode_tiff(in, name);
-  } else if (in.size >= 2 && data[0] == 'P' && data[1] >= '1' && data[1] <= '7') {
-    d = decode_pnm(in, name);
-  } else if (starts_with(in, "\0\0\1\0", 4) || starts_with(in, "8BPS", 4) || starts_with(in, "qoif", 4) ||
-             starts_with(in, "DDS ", 4) || starts_with(in, "\0\0\0\x0cjP  ", 8) ||
-             (in.size >= 12 && std::memcmp(data + 4, "ftyp", 4) == 0)) {
-    fail_unsupported(name, "of this file (ICO/PSD/QOI/DDS/JPEG 2000/AVIF/HEIF)");
-  } else {
-    throw ImageError(name, "not an image (format not recognised; the C++ SDK reads JPEG, PNG, BMP, GIF, "
-                           "TIFF, WebP and binary PNM)");
-  }
-  if (d.orientation >= 2 && d.orientation <= 8) return apply_orientation(d.bitmap, d.orientation);
-  return std::move(d.bitmap);
+  detail::Decoded d;
+  detail::decode_into(detail::Bytes{data, size}, name, d);
+  if (d.orientation < 2 || d.orientation > 8) return std::move(d.bitmap);
+  Bitmap upright;
+  detail::apply_orientation(d.bitmap, d.orientation, upright);
+  return upright;
 }
 
 Bitmap decode_file(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    if (errno == ENOENT) throw ImageError(path, "file not found");
-    throw ImageError(path, std::string("cannot read file (") + std::strerror(errno) + ")");
-  }
-  if (S_ISDIR(st.st_mode)) throw ImageError(path, "is a folder, not an image file");
-  // Checked before opening: open() on a FIFO would block until a writer appears.
-  if (!S_ISREG(st.st_mode)) {
-    const char* kind = S_ISFIFO(st.st_mode)   ? "FIFO"
-                       : S_ISSOCK(st.st_mode) ? "socket"
-                       : S_ISCHR(st.st_mode)  ? "character device"
-                       : S_ISBLK(st.st_mode)  ? "block device"
-                                              : "special file";
-    throw ImageError(path, std::string("not a regular file (a ") + kind + "); name an image file");
-  }
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
-  if (!f) throw ImageError(path, std::string("cannot read file (") + std::strerror(errno) + ")");
   std::vector<std::uint8_t> bytes;
-  bytes.reserve(static_cast<std::size_t>(st.st_size > 0 ? st.st_size : 0));
-  std::uint8_t chunk[1 << 16];
-  for (;;) {
-    const std::size_t got = std::fread(chunk, 1, sizeof chunk, f.get());
-    bytes.insert(bytes.end(), chunk, chunk + got);
-    if (got < sizeof chunk) {
-      if (std::ferror(f.get())) throw ImageError(path, std::string("cannot read file (") + std::strerror(errno) + ")");
-      break;
-    }
-  }
+  detail::read_file(path, bytes);
   return decode_memory(bytes.data(), bytes.size(), path);
+}
+
+void load_and_preprocess(const std::string& path, int height, int width, Interpolation interp, const double mean[3],
+                         const double std[3], bool bgr, float* out) {
+  // Per-thread buffers, reused image after image: allocating a few MB per image costs page faults that
+  // showed up as a third of the preprocessing time.
+  struct Scratch {
+    std::vector<std::uint8_t> file;
+    detail::Decoded decoded;
+    Bitmap upright, resized;
+  };
+  thread_local Scratch s;
+  detail::read_file(path, s.file);
+  detail::decode_into(detail::Bytes{s.file.data(), s.file.size()}, path, s.decoded);
+  const Bitmap* img = &s.decoded.bitmap;
+  if (s.decoded.orientation >= 2 && s.decoded.orientation <= 8) {
+    detail::apply_orientation(s.decoded.bitmap, s.decoded.orientation, s.upright);
+    img = &s.upright;
+  }
+  if (img->width == width && img->height == height) {
+    normalize(img->view(), mean, std, bgr, out);
+  } else {
+    detail::resize_into(img->view(), width, height, interp, s.resized);
+    normalize(s.resized.view(), mean, std, bgr, out);
+  }
+  // Do not keep a huge photo's worth of memory per thread for good.
+  constexpr std::size_t kKeep = std::size_t(64) << 20;
+  for (auto* v : {&s.file, &s.decoded.bitmap.pixels, &s.upright.pixels, &s.resized.pixels})
+    if (v->capacity() > kKeep) std::vector<std::uint8_t>().swap(*v);
 }
 
 }  // namespace der

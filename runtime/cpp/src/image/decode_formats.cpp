@@ -25,14 +25,6 @@ namespace {
 std::uint32_t le16(const std::uint8_t* p) { return p[0] | p[1] << 8; }
 std::uint32_t le32(const std::uint8_t* p) { return le16(p) | le16(p + 2) << 16; }
 
-Bitmap blank(int w, int h) {
-  Bitmap b;
-  b.width = w;
-  b.height = h;
-  b.pixels.assign(static_cast<std::size_t>(w) * h * 3, 0);
-  return b;
-}
-
 void put(Bitmap& b, int x, int y, std::uint8_t r, std::uint8_t g, std::uint8_t bl) {
   std::uint8_t* o = &b.pixels[(static_cast<std::size_t>(y) * b.width + x) * 3];
   o[0] = r;
@@ -45,7 +37,7 @@ void put(Bitmap& b, int x, int y, std::uint8_t r, std::uint8_t g, std::uint8_t b
 // ------------------------------------------------------------------------------------------------------------ BMP
 // The header rules of Pillow's BMP reader (header sizes, bit depths, bit-field layouts, palette size, where the
 // pixels start); RLE compression is not decoded here.
-Decoded decode_bmp(Bytes in, const std::string& name) {
+void decode_bmp(Bytes in, const std::string& name, Decoded& d) {
   if (in.size < 18) fail_corrupt(name, "BMP header is truncated");
   const std::uint8_t* p = in.data;
   std::uint32_t offset = le32(p + 10);
@@ -129,8 +121,7 @@ Decoded decode_bmp(Bytes in, const std::string& name) {
   if (w == 0 || ht == 0) fail_corrupt(name, "BMP size is zero");
   if (start > in.size || (in.size - start) < stride * (ht - 1) + row_bytes)
     fail_corrupt(name, "image file is truncated");
-  Decoded d;
-  d.bitmap = blank(static_cast<int>(w), static_cast<int>(ht));
+  reset_bitmap(d.bitmap, static_cast<int>(w), static_cast<int>(ht));
   for (long long y = 0; y < ht; ++y) {
     const std::uint8_t* r = p + start + stride * (top_down ? y : ht - 1 - y);
     for (long long x = 0; x < w; ++x) {
@@ -152,11 +143,11 @@ Decoded decode_bmp(Bytes in, const std::string& name) {
       }
     }
   }
-  return d;
+  return;
 }
 
 // ------------------------------------------------------------------------------------------------------------ PNM
-Decoded decode_pnm(Bytes in, const std::string& name) {
+void decode_pnm(Bytes in, const std::string& name, Decoded& d) {
   const char kind = static_cast<char>(in.data[1]);
   if (kind != '4' && kind != '5' && kind != '6') fail_unsupported(name, std::string("PNM P") + kind + " (ASCII/PAM)");
   std::size_t pos = 2;
@@ -189,8 +180,7 @@ Decoded decode_pnm(Bytes in, const std::string& name) {
   const int bytes = maxval == 65535 ? 2 : 1;
   const std::size_t row = kind == '4' ? (w + 7) / 8 : (kind == '5' ? w : 3 * w) * bytes;
   if (pos > in.size || in.size - pos < row * h) fail_corrupt(name, "image file is truncated");
-  Decoded d;
-  d.bitmap = blank(static_cast<int>(w), static_cast<int>(h));
+  reset_bitmap(d.bitmap, static_cast<int>(w), static_cast<int>(h));
   for (long long y = 0; y < h; ++y) {
     const std::uint8_t* r = in.data + pos + row * y;
     for (long long x = 0; x < w; ++x) {
@@ -207,7 +197,7 @@ Decoded decode_pnm(Bytes in, const std::string& name) {
       }
     }
   }
-  return d;
+  return;
 }
 
 // ------------------------------------------------------------------------------------------------------------ GIF
@@ -342,7 +332,7 @@ bool gif_lzw(GifStream& st, int min_bits, bool interlace, int x0, int y0, int fw
 
 }  // namespace
 
-Decoded decode_gif(Bytes in, const std::string& name) {
+void decode_gif(Bytes in, const std::string& name, Decoded& d) {
   if (in.size < 13) fail_corrupt(name, "GIF header is truncated");
   GifStream st{in, 13};
   long long cw = le16(in.data + 6), ch = le16(in.data + 8);
@@ -403,8 +393,7 @@ Decoded decode_gif(Bytes in, const std::string& name) {
     std::string why;
     if (!gif_lzw(st, min_bits, (dsc[8] & 64) != 0, x0, y0, fw, fh, static_cast<int>(cw), indices, why))
       fail_corrupt(name, why);
-    Decoded d;
-    d.bitmap = blank(static_cast<int>(cw), static_cast<int>(ch));
+    reset_bitmap(d.bitmap, static_cast<int>(cw), static_cast<int>(ch));
     for (std::size_t i = 0; i < indices.size(); ++i) {
       const std::size_t v = indices[i];
       std::uint8_t* o = &d.bitmap.pixels[3 * i];
@@ -416,13 +405,13 @@ Decoded decode_gif(Bytes in, const std::string& name) {
         o[2] = pal[3 * v + 2];
       }  // an index past the palette stays black
     }
-    return d;
+    return;
   }
 }
 
 // ----------------------------------------------------------------------------------------------------------- WebP
 #ifdef DER_HAVE_WEBP
-Decoded decode_webp(Bytes in, const std::string& name) {
+void decode_webp(Bytes in, const std::string& name, Decoded& d) {
   WebPBitstreamFeatures features;
   if (WebPGetFeatures(in.data, in.size, &features) != VP8_STATUS_OK) fail_corrupt(name, "could not create decoder object");
   WebPData data{in.data, in.size};
@@ -438,8 +427,7 @@ Decoded decode_webp(Bytes in, const std::string& name) {
   std::uint8_t* rgba = nullptr;
   int timestamp = 0;
   if (!WebPAnimDecoderGetNext(dec, &rgba, &timestamp) || !rgba) fail_corrupt(name, "failed to decode next frame");
-  Decoded d;
-  d.bitmap = blank(static_cast<int>(info.canvas_width), static_cast<int>(info.canvas_height));
+  reset_bitmap(d.bitmap, static_cast<int>(info.canvas_width), static_cast<int>(info.canvas_height));
   const std::size_t n = static_cast<std::size_t>(info.canvas_width) * info.canvas_height;
   for (std::size_t i = 0; i < n; ++i) std::memcpy(&d.bitmap.pixels[3 * i], rgba + 4 * i, 3);
   // EXIF / XMP chunks, as Pillow's WebP plugin collects them.
@@ -456,10 +444,10 @@ Decoded decode_webp(Bytes in, const std::string& name) {
     WebPDemuxReleaseChunkIterator(&it);
   }
   d.orientation = orientation;
-  return d;
+  return;
 }
 #else
-Decoded decode_webp(Bytes, const std::string& name) { fail_unsupported(name, "WebP (built without libwebp)"); }
+void decode_webp(Bytes, const std::string& name, Decoded&) { fail_unsupported(name, "WebP (built without libwebp)"); }
 #endif
 
 // ----------------------------------------------------------------------------------------------------------- TIFF
@@ -500,7 +488,7 @@ int tiff_error(TIFF*, void* user, const char*, const char* fmt, va_list ap) {
 int tiff_warning(TIFF*, void*, const char*, const char*, va_list) { return 1; }
 }  // namespace
 
-Decoded decode_tiff(Bytes in, const std::string& name) {
+void decode_tiff(Bytes in, const std::string& name, Decoded& d) {
   TiffMemory mem{in};
   std::string error;
   TIFFOpenOptions* opts = TIFFOpenOptionsAlloc();
@@ -543,8 +531,7 @@ Decoded decode_tiff(Bytes in, const std::string& name) {
   std::uint16_t *red = nullptr, *green = nullptr, *blue = nullptr;
   if (photometric == PHOTOMETRIC_PALETTE && !TIFFGetField(tif, TIFFTAG_COLORMAP, &red, &green, &blue))
     fail_corrupt(name, "palette TIFF has no colour map");
-  Decoded d;
-  d.bitmap = blank(static_cast<int>(w), static_cast<int>(h));
+  reset_bitmap(d.bitmap, static_cast<int>(w), static_cast<int>(h));
   std::vector<std::uint8_t> line(static_cast<std::size_t>(TIFFScanlineSize(tif)));
   for (std::uint32_t y = 0; y < h; ++y) {
     if (TIFFReadScanline(tif, line.data(), y, 0) < 0)
@@ -582,10 +569,10 @@ Decoded decode_tiff(Bytes in, const std::string& name) {
     }
   }
   d.orientation = has_orientation ? (orientation >= 1 && orientation <= 8 ? orientation : 1) : 0;
-  return d;
+  return;
 }
 #else
-Decoded decode_tiff(Bytes, const std::string& name) { fail_unsupported(name, "TIFF (built without libtiff)"); }
+void decode_tiff(Bytes, const std::string& name, Decoded&) { fail_unsupported(name, "TIFF (built without libtiff)"); }
 #endif
 
 }  // namespace detail

@@ -36,16 +36,25 @@ int exif_orientation(Bytes exif);
 // Orientation from XMP text: the first `tiff:Orientation="N"` or `tiff:Orientation>N`; 0 when absent.
 int xmp_orientation(Bytes xmp);
 
-// Gray8 / RGBA8 rows -> RGB8 helpers.
+// Gray8 rows -> RGB8.
 void gray_to_rgb(const std::uint8_t* in, std::uint8_t* out, std::size_t n);
 
-Decoded decode_jpeg(Bytes in, const std::string& name);
-Decoded decode_png(Bytes in, const std::string& name);
-Decoded decode_bmp(Bytes in, const std::string& name);
-Decoded decode_pnm(Bytes in, const std::string& name);
-Decoded decode_gif(Bytes in, const std::string& name);
-Decoded decode_webp(Bytes in, const std::string& name);
-Decoded decode_tiff(Bytes in, const std::string& name);
+// Size `b` to w x h and zero it, reusing its storage (decoders write into reused per-thread buffers).
+void reset_bitmap(Bitmap& b, long long w, long long h);
+
+// Format decoders fill `d` (its bitmap storage may be reused from an earlier image).
+
+
+void decode_jpeg(Bytes in, const std::string& name, Decoded& d);
+void decode_png(Bytes in, const std::string& name, Decoded& d);
+void decode_bmp(Bytes in, const std::string& name, Decoded& d);
+void decode_pnm(Bytes in, const std::string& name, Decoded& d);
+void decode_gif(Bytes in, const std::string& name, Decoded& d);
+void decode_webp(Bytes in, const std::string& name, Decoded& d);
+void decode_tiff(Bytes in, const std::string& name, Decoded& d);
+
+// resize() into `out`, reusing its storage and a per-thread intermediate buffer.
+void resize_into(const Image& src, int width, int height, Interpolation interp, Bitmap& out);
 
 }  // namespace detail
 }  // namespace der

@@ -86,9 +86,8 @@ struct JpegState {
 
 }  // namespace
 
-Decoded decode_jpeg(Bytes in, const std::string& name) {
+void decode_jpeg(Bytes in, const std::string& name, Decoded& d) {
   JpegState s;
-  Decoded d;
   s.cinfo.err = jpeg_std_error(&s.err.pub);
   s.err.pub.error_exit = on_error;
   s.err.pub.emit_message = on_message;
@@ -155,7 +154,7 @@ Decoded decode_jpeg(Bytes in, const std::string& name) {
   }
   if (orientation == 0 && s.xmp.data) orientation = xmp_orientation(s.xmp);
   d.orientation = orientation;
-  return d;
+  return;
 }
 
 }  // namespace detail

@@ -121,9 +121,8 @@ int orientation_of(png_structp png, png_infop info, png_infop end, Bytes in, con
 
 }  // namespace
 
-Decoded decode_png(Bytes in, const std::string& name) {
+void decode_png(Bytes in, const std::string& name, Decoded& d) {
   PngState s;
-  Decoded d;
   s.reader.in = in;
   s.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &s.reader, on_error, on_warning);
   if (!s.png) throw ImageError(name, "out of memory creating the PNG decoder");
@@ -212,7 +211,7 @@ Decoded decode_png(Bytes in, const std::string& name) {
   // Chunks after the image data: Pillow reads them (EXIF/XMP may sit there) but ignores damage past IDAT.
   if (!setjmp(png_jmpbuf(s.png))) png_read_end(s.png, s.end);
   d.orientation = orientation_of(s.png, s.info, s.end, in, name);
-  return d;
+  return;
 }
 
 }  // namespace detail

@@ -6,6 +6,7 @@
 
 #include "der/error.hpp"
 #include "der/image.hpp"
+#include "decode_internal.hpp"
 
 namespace der {
 namespace {
@@ -61,8 +62,10 @@ void preprocess(const Image& src, int height, int width, Interpolation interp, c
     normalize(src, mean, std, bgr, out);
     return;
   }
-  const Bitmap resized = resize(src, width, height, interp);
+  thread_local Bitmap resized;  // reused: no large allocation per image
+  detail::resize_into(src, width, height, interp, resized);
   normalize(resized.view(), mean, std, bgr, out);
+  if (resized.pixels.capacity() > (std::size_t(64) << 20)) std::vector<std::uint8_t>().swap(resized.pixels);
 }
 
 }  // namespace der

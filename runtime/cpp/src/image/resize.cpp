@@ -11,6 +11,7 @@
 
 #include "der/error.hpp"
 #include "der/image.hpp"
+#include "decode_internal.hpp"
 
 namespace der {
 namespace {
@@ -252,8 +253,7 @@ std::vector<int> nearest_table(int in_size, int out_size) {
   return idx;
 }
 
-Bitmap resize_nearest(const Image& src, int width, int height) {
-  Bitmap out;
+void resize_nearest(const Image& src, int width, int height, Bitmap& out) {
   out.width = width;
   out.height = height;
   out.pixels.assign(static_cast<std::size_t>(width) * height * 3, 0);  // unmapped pixels stay black
@@ -268,18 +268,15 @@ Bitmap resize_nearest(const Image& src, int width, int height) {
       std::memcpy(o + 3 * x, in + 3 * static_cast<std::size_t>(xs[x]), 3);
     }
   }
-  return out;
 }
 
-Bitmap copy_of(const Image& src) {
-  Bitmap out;
+void copy_into(const Image& src, Bitmap& out) {
   out.width = src.width;
   out.height = src.height;
   const std::size_t row = static_cast<std::size_t>(src.width) * 3;
   out.pixels.resize(row * src.height);
   for (int y = 0; y < src.height; ++y)
     std::memcpy(out.pixels.data() + y * row, src.data + y * src.row_bytes(), row);
-  return out;
 }
 
 }  // namespace
@@ -304,7 +301,9 @@ const char* interpolation_name(Interpolation interp) {
   return "unknown";
 }
 
-Bitmap resize(const Image& src, int width, int height, Interpolation interp) {
+namespace detail {
+
+void resize_into(const Image& src, int width, int height, Interpolation interp, Bitmap& out) {
   if (!src.data || src.width <= 0 || src.height <= 0)
     throw Error("resize: the source image is empty; pass an RGB8 image with width and height >= 1");
   if (width <= 0 || height <= 0)
@@ -312,42 +311,52 @@ Bitmap resize(const Image& src, int width, int height, Interpolation interp) {
                 " is invalid; width and height must be >= 1");
   if (src.stride != 0 && src.stride < static_cast<std::size_t>(src.width) * 3)
     throw Error("resize: stride " + std::to_string(src.stride) + " is smaller than 3 * width");
-  if (width == src.width && height == src.height) return copy_of(src);
-  if (interp == Interpolation::Nearest) return resize_nearest(src, width, height);
+  if (width == src.width && height == src.height) return copy_into(src, out);
+  if (interp == Interpolation::Nearest) return resize_nearest(src, width, height, out);
 
   const Kernel kernel = kernel_for(interp);
   const bool need_h = width != src.width;
   const bool need_v = height != src.height;
-  Bitmap out;
   out.width = width;
   out.height = height;
   out.pixels.resize(static_cast<std::size_t>(width) * height * 3);
   if (!need_v) {
     horizontal_pass(src, 0, height, build_table(src.width, width, kernel), width, out.pixels.data());
-    return out;
+    return;
   }
   const AxisTable tv = build_table(src.height, height, kernel);
   if (!need_h) {
     vertical_pass(src.data, src.row_bytes(), 0, width, tv, height, out.pixels.data());
-    return out;
+    return;
   }
   const AxisTable th = build_table(src.width, width, kernel);
+  // The intermediate image lives in a per-thread buffer reused from call to call (no page faults per image).
+  thread_local std::vector<std::uint8_t> temp;
   // The pass order changes the result (the clamp to 8 bits sits between the passes). Pillow >= 13 runs the
   // vertical pass first when the height shrinks by more than twice as many pixels as the width does.
   const int dy = src.height - height, dx = src.width - width;
   if (dy > 0 && dy > dx * 2) {
-    std::vector<std::uint8_t> temp(static_cast<std::size_t>(src.width) * height * 3);
+    temp.resize(static_cast<std::size_t>(src.width) * height * 3);
     vertical_pass(src.data, src.row_bytes(), 0, src.width, tv, height, temp.data());
     const Image mid{temp.data(), src.width, height, static_cast<std::size_t>(src.width) * 3};
     horizontal_pass(mid, 0, height, th, width, out.pixels.data());
-    return out;
+  } else {
+    // Horizontal first, only over the source rows some output row reads.
+    const int row_first = tv.first[0];
+    const int row_last = tv.first[height - 1] + tv.count[height - 1];
+    temp.resize(static_cast<std::size_t>(width) * (row_last - row_first) * 3);
+    horizontal_pass(src, row_first, row_last - row_first, th, width, temp.data());
+    vertical_pass(temp.data(), static_cast<std::size_t>(width) * 3, row_first, width, tv, height,
+                  out.pixels.data());
   }
-  // Horizontal first, only over the source rows some output row reads.
-  const int row_first = tv.first[0];
-  const int row_last = tv.first[height - 1] + tv.count[height - 1];
-  std::vector<std::uint8_t> temp(static_cast<std::size_t>(width) * (row_last - row_first) * 3);
-  horizontal_pass(src, row_first, row_last - row_first, th, width, temp.data());
-  vertical_pass(temp.data(), static_cast<std::size_t>(width) * 3, row_first, width, tv, height, out.pixels.data());
+  if (temp.capacity() > (std::size_t(64) << 20)) std::vector<std::uint8_t>().swap(temp);
+}
+
+}  // namespace detail
+
+Bitmap resize(const Image& src, int width, int height, Interpolation interp) {
+  Bitmap out;
+  detail::resize_into(src, width, height, interp, out);
   return out;
 }
 

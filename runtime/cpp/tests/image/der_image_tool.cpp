@@ -1,8 +1,8 @@
 // Test driver for the image layer (used by tests/cpp/test_image_parity.py):
 //   der_image_tool decode IN OUT.raw                    -> "W H\n" + RGB8 bytes, or "error: <msg>", exit 1
 //   der_image_tool resize IN.raw W H INTERP OUT.raw     -> the same raw format
-//   der_image_tool preprocess IN H W INTERP OUT.f32     -> decode + ImageNet normalise, float32 CHW
-//   der_image_tool bench DIR H W [REPEAT] [INTERP]      -> decode + preprocess every file, one thread, img/s
+//   der_image_tool preprocess IN H W INTERP OUT.f32     -> load_and_preprocess (ImageNet mean/std), float32 CHW
+//   der_image_tool bench DIR H W [REPEAT] [INTERP]      -> load_and_preprocess every file, one thread, img/s
 #include <dirent.h>
 
 #include <algorithm>
@@ -70,8 +70,7 @@ int bench(const std::string& dir, int h, int w, int repeat, der::Interpolation i
   for (int r = 0; r < repeat; ++r)
     for (const auto& f : files) {
       try {
-        const der::Bitmap b = der::decode_file(f);
-        der::preprocess(b.view(), h, w, interp, kMean, kStd, false, out.data());
+        der::load_and_preprocess(f, h, w, interp, kMean, kStd, false, out.data());
         ++done;
       } catch (const der::ImageError&) {
         ++failed;
@@ -99,9 +98,13 @@ int main(int argc, char** argv) {
                                      der::parse_interpolation(argv[5])));
     } else if (cmd == "preprocess" && argc == 7) {
       const int h = std::atoi(argv[3]), w = std::atoi(argv[4]);
-      const der::Bitmap b = der::decode_file(argv[2]);
       std::vector<float> out(static_cast<std::size_t>(3) * h * w);
-      der::preprocess(b.view(), h, w, der::parse_interpolation(argv[5]), kMean, kStd, false, out.data());
+      // Both paths must give load_and_preprocess's tensor: the one-call API and decode_file + preprocess.
+      der::load_and_preprocess(argv[2], h, w, der::parse_interpolation(argv[5]), kMean, kStd, false, out.data());
+      const der::Bitmap b = der::decode_file(argv[2]);
+      std::vector<float> two(out.size());
+      der::preprocess(b.view(), h, w, der::parse_interpolation(argv[5]), kMean, kStd, false, two.data());
+      if (two != out) throw der::Error(std::string(argv[2]) + ": load_and_preprocess differs from decode_file + preprocess");
       write_file(argv[6], "", out.data(), out.size() * sizeof(float));
     } else if (cmd == "bench" && (argc >= 5 && argc <= 7)) {
       return bench(argv[2], std::atoi(argv[3]), std::atoi(argv[4]), argc >= 6 ? std::atoi(argv[5]) : 1,

@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <string>
 #include <random>
 #include <thread>
 #include <vector>
@@ -142,6 +144,52 @@ TEST(Resize, ThreadsGiveTheSameBytes) {
     });
   for (auto& th : threads) th.join();
   for (int t = 0; t < 4; ++t) EXPECT_TRUE(same[t]);
+}
+
+}  // namespace
+
+namespace {
+
+std::string write_ppm(const der::Bitmap& b, const std::string& name) {
+  const std::string path = ::testing::TempDir() + name;
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  std::fprintf(f, "P6\n%d %d\n255\n", b.width, b.height);
+  std::fwrite(b.pixels.data(), 1, b.pixels.size(), f);
+  std::fclose(f);
+  return path;
+}
+
+// The per-thread scratch buffers must not leak one image into the next, nor one thread into another.
+TEST(LoadAndPreprocess, EqualsDecodePlusPreprocessAcrossSizesAndThreads) {
+  const std::vector<std::string> paths = {write_ppm(noise(640, 480, 11), "der_a.ppm"),
+                                          write_ppm(noise(33, 17, 12), "der_b.ppm"),
+                                          write_ppm(noise(480, 640, 13), "der_c.ppm")};
+  const double mean[3] = {0.485, 0.456, 0.406}, sd[3] = {0.229, 0.224, 0.225};
+  const int H = 64, W = 96;
+  std::vector<std::vector<float>> want;
+  for (const auto& p : paths) {
+    std::vector<float> t(3 * H * W);
+    der::preprocess(der::decode_file(p).view(), H, W, der::Interpolation::Bilinear, mean, sd, false, t.data());
+    want.push_back(t);
+  }
+  std::vector<int> ok(4, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      bool same = true;
+      for (int i = 0; i < 9; ++i) {
+        const std::size_t k = static_cast<std::size_t>(i + t) % paths.size();
+        std::vector<float> got(3 * H * W);
+        der::load_and_preprocess(paths[k], H, W, der::Interpolation::Bilinear, mean, sd, false, got.data());
+        same = same && got == want[k];
+      }
+      ok[t] = same;
+    });
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < 4; ++t) EXPECT_TRUE(ok[t]) << "thread " << t;
+  EXPECT_THROW(der::load_and_preprocess(::testing::TempDir() + "der_missing.png", H, W,
+                                        der::Interpolation::Bilinear, mean, sd, false, want[0].data()),
+               der::ImageError);
 }
 
 }  // namespace
