@@ -263,7 +263,11 @@ class TritonServer:
         for line in lines:
             m = _LOAD_ERROR.search(line)
             if m:
-                return f"Triton failed to load model '{m.group(1)}': {m.group(2).strip()}"
+                reason = m.group(2).split("\\n")[0].strip()  # Triton escapes a Python traceback as literal \n
+                hint = ""
+                if "der_deploy" in reason and ("ImportError" in reason or "ModuleNotFoundError" in reason):
+                    hint = f"; the Python that runs the models ({self.python}) needs der-deploy: pass --python"
+                return f"Triton failed to load model '{m.group(1)}': {reason}{hint}"
         for key in ("Address already in use", "error:", "failed to", "Error"):
             hits = [ln for ln in lines if key in ln]
             if hits:

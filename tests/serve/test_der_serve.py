@@ -164,3 +164,16 @@ def test_bundled_server_picks_the_stub_env_by_default(python_repo, triton_instal
         assert stub.is_symlink() and stub.resolve().parent.name == "%d.%d" % sys.version_info[:2]
     finally:
         srv.cleanup()
+
+
+def test_python_model_that_fails_to_initialize_is_one_line(python_repo, tmp_path, triton_install, stub_python):
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(python_repo, repo)
+    (repo / "der_postprocess" / "1" / "model.py").write_text("raise RuntimeError('thresholds are gone')\n")
+    http, grpc, metrics = free_ports(3)
+    line = _one_line_error([repo, "--http-port", http, "--grpc-port", grpc, "--metrics-port", metrics,
+                            "--server", triton_install.binary, "--python", stub_python])
+    # Triton's reason, without the Python traceback it appends (escaped as a literal "\n")
+    assert line == "error: Triton failed to load model 'der_postprocess': Internal: RuntimeError: thresholds are gone"
