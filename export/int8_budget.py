@@ -196,9 +196,8 @@ def plan_int8(src_onnx: str | Path, calib, *, data: str | Path, split: str = "va
             plan.met = False
             plan.search_s = time.perf_counter() - t_start
             return plan
-        err_console.print(f"plain INT8 misses the budget on {split_data.where}; measuring the sensitivity of "
-                          f"{len(units)} {granularity}s")
-        ranked = measure_sensitivity(src, calib, split_data, units, cache=cache, calib_max=calib_max)
+        err_console.print(f"plain INT8 misses the budget on {split_data.where}; searching {granularity}s to keep in FP")
+        ranked = _cached_sensitivity(src, calib, split_data, units, cache, calib_max)
         plan.sensitivity = [{"name": r.unit.name, "proxy": round(r.proxy, 6),
                              **{f"{k}_worst_delta_ap_pt": round(e.worst()[1], 3) for k, e in r.effects.items()}}
                             for r in ranked]
@@ -237,6 +236,47 @@ def plan_int8(src_onnx: str | Path, calib, *, data: str | Path, split: str = "va
         plan.sets_evaluated = search.evaluated
         plan.search_s = time.perf_counter() - t_start
     return plan
+
+
+def sensitivity_path(cache: str | Path) -> Path:
+    """der.calib.json -> der.int8-sensitivity.json: lets a second budget on the same data skip the pass."""
+    cache = Path(cache)
+    stem = cache.name[:-len(".calib.json")] if cache.name.endswith(".calib.json") else cache.stem
+    return cache.with_name(stem + ".int8-sensitivity.json")
+
+
+def _cached_sensitivity(src: Path, calib, split: SplitData, units: Sequence[Unit], cache: Path, calib_max: int):
+    """measure_sensitivity, stored beside the calibration cache under a key over the ranges, the split's
+    preprocessed pixels and labels, and the units."""
+    import hashlib
+
+    from der_deploy.fileio import write_text
+    from der_deploy.progress import err_console
+
+    from .sensitivity import Effect, Sensitivity
+
+    h = hashlib.sha256(json.loads(cache.read_text(encoding="utf-8")).get("der_deploy", {}).get("key", "").encode())
+    h.update(np.ascontiguousarray(split.images).tobytes())
+    h.update(np.ascontiguousarray(split.targets).tobytes())
+    h.update(json.dumps([[u.name, list(u.nodes)] for u in units]).encode())
+    key, path = h.hexdigest(), sensitivity_path(cache)
+    by_name = {u.name: u for u in units}
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        if stored.get("key") == key:
+            err_console.print(f"reusing the INT8 sensitivity in {path}")
+            return [Sensitivity(by_name[r["unit"]], {k: Effect(e["logit_err"], np.array(e["delta_ap_pt"], dtype=float),
+                                                                e["delta_map_pt"]) for k, e in r["effects"].items()})
+                    for r in stored["ranked"]]
+    except (OSError, ValueError, KeyError):
+        pass
+    err_console.print(f"measuring the sensitivity of {len(units)} units ({path.name})")
+    ranked = measure_sensitivity(src, calib, split, units, cache=cache, calib_max=calib_max)
+    rows = [{"unit": r.unit.name, "effects": {k: {"logit_err": e.logit_err, "delta_ap_pt": e.delta_ap_pt.tolist(),
+                                                  "delta_map_pt": e.delta_map_pt} for k, e in r.effects.items()}}
+            for r in ranked]
+    write_text(path, json.dumps({"key": key, "ranked": rows}))
+    return ranked
 
 
 def _nodes(units: Sequence[Unit]) -> list[str]:

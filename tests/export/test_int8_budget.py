@@ -73,7 +73,7 @@ def test_sensitivity_is_deterministic_and_reuses_the_calibration(setup, synth_vo
     blocks, _ = quant_units(load_onnx(setup["src"]), "block")
     assert [u.name for u in blocks] == ["stem"] + [f"layer{i}.{j}" for i in range(1, 5) for j in range(2)]
     assert sum(u.macs for u in blocks) == sum(u.macs for u in units)
-    some = units[::4]  # 7 units keep the two runs short
+    some = units[::7]  # 4 units keep the two runs short
     split = load_split(setup["src"], synth_voc, "val")
     stamp = os.stat(setup["cache"]).st_mtime_ns
     runs = [measure_sensitivity(setup["src"], setup["calib"], split, some, cache=setup["cache"], calib_max=CALIB_MAX)
@@ -105,10 +105,12 @@ def test_stale_cache_is_an_error_not_a_recalibration(setup, tmp_path):
                       require_cached=True)
 
 
-def _export(setup, out, *extra):
+def _export(setup, out, *extra, reuse=None):
     out.mkdir()
     model = shutil.copy(setup["src"], out / "der.onnx")
     shutil.copy(setup["cache"], out / "der.calib.json")  # same FP32 bytes + images: a cache hit
+    if reuse is not None:  # the sensitivity of an earlier run on the same data and ranges
+        shutil.copy(reuse / "der.int8-sensitivity.json", out / "der.int8-sensitivity.json")
     args = [str(model), "--int8", "--calib", str(setup["calib"]), "--calib-max", str(CALIB_MAX), "--budget-data",
             str(setup["data"]), "--split", "val", *extra]
     return CliRunner().invoke(export_main, args, catch_exceptions=False), out
@@ -169,11 +171,12 @@ def test_s8s8_file_carries_the_same_exclusions(setup, budgeted):
             assert prod[n.input[0]].op_type == "DequantizeLinear"
 
 
-def test_impossible_budget_is_refused_and_writes_no_int8_file(setup, synth_voc):
-    setup["data"] = synth_voc
+def test_impossible_budget_is_refused_and_writes_no_int8_file(setup, budgeted):
+    _, done, _ = budgeted
     res, out = _export(setup, setup["dir"] / "impossible", "--max-class-drop", "0", "--max-map-drop", "0",
-                       "--min-speedup", "1.1")
+                       "--min-speedup", "1.1", reuse=done)
     assert res.exit_code == 1, res.output
+    assert "measuring the sensitivity" not in res.output  # reused: same ranges, same split, same units
     assert "error: " in res.output and "no INT8 plan keeps" in res.output and "No INT8 file was written" in res.output
     assert not (out / "der.int8.onnx").exists() and not (out / "der.int8-s8s8.onnx").exists()
     assert (out / "der.onnx").exists()
