@@ -2,7 +2,6 @@
 #include "der/sidecar.hpp"
 
 #include <fstream>
-#include <regex>
 #include <sstream>
 #include <sys/stat.h>
 
@@ -27,6 +26,21 @@ std::string sm(const std::string& cc) {
   for (char ch : cc)
     if (ch != '.') out += ch;
   return out;
+}
+
+// ^[0-9a-f]{64}$ and ^\d+\.\d+$ of runtime/sidecar.py, without std::regex.
+bool is_sha256(const Json& v) {
+  if (!v.is_string()) return false;
+  const std::string s = v.get<std::string>();
+  return s.size() == 64 && s.find_first_not_of("0123456789abcdef") == std::string::npos;
+}
+
+bool is_compute_capability(const Json& v) {
+  if (!v.is_string()) return false;
+  const std::string s = v.get<std::string>();
+  const auto dot = s.find('.');
+  auto digits = [](const std::string& t) { return !t.empty() && t.find_first_not_of("0123456789") == std::string::npos; };
+  return dot != std::string::npos && digits(s.substr(0, dot)) && digits(s.substr(dot + 1));
 }
 
 bool positive_ints(const Json& s) {
@@ -68,16 +82,15 @@ Sidecar Sidecar::from_json(const std::string& text, const std::string& where) {
     if (!v.is_string() || v.get<std::string>().find_first_not_of(" \t\r\n") == std::string::npos)
       throw bad(std::string("field '") + k + "' must be a non-empty string");
   }
-  static const std::regex sha("^[0-9a-f]{64}$"), cc("^[0-9]+\\.[0-9]+$");
-  if (!data["onnx_sha256"].is_string() || !std::regex_match(data["onnx_sha256"].get<std::string>(), sha))
+  if (!is_sha256(data["onnx_sha256"]))
     throw bad("field 'onnx_sha256' must be a 64-digit hex SHA-256");
   Sidecar out;
   if (data.contains("plan_sha256") && !data["plan_sha256"].is_null()) {
-    if (!data["plan_sha256"].is_string() || !std::regex_match(data["plan_sha256"].get<std::string>(), sha))
+    if (!is_sha256(data["plan_sha256"]))
       throw bad("field 'plan_sha256' must be a 64-digit hex SHA-256 or null");
     out.plan_sha256 = data["plan_sha256"];
   }
-  if (!data["compute_capability"].is_string() || !std::regex_match(data["compute_capability"].get<std::string>(), cc))
+  if (!is_compute_capability(data["compute_capability"]))
     throw bad("field 'compute_capability' must look like '8.6', got " + data["compute_capability"].dump());
   const Json& prec = data["precision"];
   if (!(prec == "fp32" || prec == "fp16" || prec == "int8"))
