@@ -9,14 +9,45 @@
 #include <string>
 #include <vector>
 
+#include <atomic>
+#include <cstdlib>
+
 #include "der/error.hpp"
 #include "der/image.hpp"
 #include "decode_internal.hpp"
+#include "resize_internal.hpp"
 
 namespace der {
+
+namespace detail {
+namespace {
+std::atomic<bool> g_simd_off{false};
+
+bool cpu_simd() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (!__builtin_cpu_supports("avx2")) return false;
+  const char* env = std::getenv("DER_IMAGE_SIMD");
+  return !(env && std::strcmp(env, "0") == 0);
+#else
+  return false;
+#endif
+}
+}  // namespace
+
+bool resize_simd_enabled() {
+  static const bool available = cpu_simd();
+  return available && !g_simd_off.load(std::memory_order_relaxed);
+}
+
+void set_resize_simd(bool on) { g_simd_off.store(!on, std::memory_order_relaxed); }
+}  // namespace detail
+
 namespace {
 
-constexpr int kPrecisionBits = 32 - 8 - 2;  // 8 bits of result, 2 bits of headroom for negative lobes
+using detail::AxisTable;
+using detail::kHalf;
+using detail::kPrecisionBits;
+
 constexpr double kPi = 3.14159265358979323846;
 
 double box_kernel(double x) { return (x > -0.5 && x <= 0.5) ? 1.0 : 0.0; }
@@ -67,15 +98,6 @@ Kernel kernel_for(Interpolation interp) {
   }
   return {nullptr, 0.0};
 }
-
-// One axis: for output index i, taps first[i] .. first[i] + count[i] - 1 with integer weights
-// weights[i * ksize + t].
-struct AxisTable {
-  int ksize = 0;
-  int fixed = 0;  // when > 0, every entry has exactly this many taps (see build_table)
-  std::vector<int> first, count;
-  std::vector<std::int32_t> weights;
-};
 
 AxisTable build_table(int in_size, int out_size, const Kernel& kernel) {
   // The reference takes the source box as floats; (0, in_size) is exact in float for any realistic size.
@@ -136,10 +158,9 @@ inline std::uint8_t clamp_fixed(std::uint32_t acc) {
   return static_cast<std::uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
 }
 
-constexpr std::uint32_t kHalf = 1u << (kPrecisionBits - 1);
-
+// Output columns [x0, out_w) of `rows` rows (x0 > 0 when the AVX2 pass did the others).
 template <int K>
-void horizontal_rows(const Image& src, int row0, int rows, const AxisTable& t, int out_w, std::uint8_t* dst) {
+void horizontal_rows(const Image& src, int row0, int rows, const AxisTable& t, int x0, int out_w, std::uint8_t* dst) {
   const std::size_t in_stride = src.row_bytes();
   const std::size_t out_stride = static_cast<std::size_t>(out_w) * 3;
   int y = 0;
@@ -149,8 +170,8 @@ void horizontal_rows(const Image& src, int row0, int rows, const AxisTable& t, i
     const std::uint8_t* in1 = in0 + in_stride;
     std::uint8_t* __restrict out0 = dst + static_cast<std::size_t>(y) * out_stride;
     std::uint8_t* __restrict out1 = out0 + out_stride;
-    const std::int32_t* k = t.weights.data();
-    for (int x = 0; x < out_w; ++x, k += t.ksize) {
+    const std::int32_t* k = t.weights.data() + static_cast<std::size_t>(x0) * t.ksize;
+    for (int x = x0; x < out_w; ++x, k += t.ksize) {
       const std::size_t at = static_cast<std::size_t>(t.first[x]) * 3;
       const std::uint8_t* p = in0 + at;
       const std::uint8_t* q = in1 + at;
@@ -176,8 +197,8 @@ void horizontal_rows(const Image& src, int row0, int rows, const AxisTable& t, i
   for (; y < rows; ++y) {
     const std::uint8_t* in = src.data + static_cast<std::size_t>(row0 + y) * in_stride;
     std::uint8_t* __restrict out = dst + static_cast<std::size_t>(y) * out_stride;
-    const std::int32_t* k = t.weights.data();
-    for (int x = 0; x < out_w; ++x, k += t.ksize) {
+    const std::int32_t* k = t.weights.data() + static_cast<std::size_t>(x0) * t.ksize;
+    for (int x = x0; x < out_w; ++x, k += t.ksize) {
       const std::uint8_t* p = in + static_cast<std::size_t>(t.first[x]) * 3;
       const int n = K > 0 ? K : t.count[x];
       std::uint32_t r = kHalf, g = kHalf, b = kHalf;
@@ -195,24 +216,30 @@ void horizontal_rows(const Image& src, int row0, int rows, const AxisTable& t, i
 }
 
 void horizontal_pass(const Image& src, int row0, int rows, const AxisTable& t, int out_w, std::uint8_t* dst) {
+  int x0 = 0;
+  if (detail::resize_simd_enabled())
+    x0 = detail::horizontal_avx2(src.data + static_cast<std::size_t>(row0) * src.row_bytes(), src.row_bytes(),
+                                 src.width, rows, t, out_w, dst);
+  if (x0 == out_w) return;
   // A fixed tap count lets the compiler unroll the inner loop.
   switch (t.fixed) {
-    case 1: return horizontal_rows<1>(src, row0, rows, t, out_w, dst);
-    case 2: return horizontal_rows<2>(src, row0, rows, t, out_w, dst);
-    case 3: return horizontal_rows<3>(src, row0, rows, t, out_w, dst);
-    case 4: return horizontal_rows<4>(src, row0, rows, t, out_w, dst);
-    case 5: return horizontal_rows<5>(src, row0, rows, t, out_w, dst);
-    case 6: return horizontal_rows<6>(src, row0, rows, t, out_w, dst);
-    case 7: return horizontal_rows<7>(src, row0, rows, t, out_w, dst);
-    case 8: return horizontal_rows<8>(src, row0, rows, t, out_w, dst);
+    case 1: return horizontal_rows<1>(src, row0, rows, t, x0, out_w, dst);
+    case 2: return horizontal_rows<2>(src, row0, rows, t, x0, out_w, dst);
+    case 3: return horizontal_rows<3>(src, row0, rows, t, x0, out_w, dst);
+    case 4: return horizontal_rows<4>(src, row0, rows, t, x0, out_w, dst);
+    case 5: return horizontal_rows<5>(src, row0, rows, t, x0, out_w, dst);
+    case 6: return horizontal_rows<6>(src, row0, rows, t, x0, out_w, dst);
+    case 7: return horizontal_rows<7>(src, row0, rows, t, x0, out_w, dst);
+    case 8: return horizontal_rows<8>(src, row0, rows, t, x0, out_w, dst);
     default: break;
   }
-  horizontal_rows<0>(src, row0, rows, t, out_w, dst);
+  horizontal_rows<0>(src, row0, rows, t, x0, out_w, dst);
 }
 
 // rows of `src_data` start at row 0 = source row `row0`; `t.first` is in source coordinates.
 void vertical_pass(const std::uint8_t* src_data, std::size_t src_stride, int row0, int width, const AxisTable& t,
                    int out_h, std::uint8_t* dst) {
+  if (detail::resize_simd_enabled() && detail::vertical_avx2(src_data, src_stride, row0, width, t, out_h, dst)) return;
   const std::size_t n_bytes = static_cast<std::size_t>(width) * 3;
   std::vector<std::uint32_t> acc_buf(n_bytes);
   std::uint32_t* __restrict acc = acc_buf.data();
