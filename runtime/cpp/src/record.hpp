@@ -14,7 +14,7 @@ std::string error_text(const Prediction& p);
 // {"path": ..., "error": ...}; ", " and ": " separators, ASCII-escaped strings, shortest round-trip floats).
 std::string record_json(const Prediction& p, bool with_path);
 
-// A JSON number for a float32 score: the shortest text that parses back to the same double (Python's repr).
+// A JSON number for a float32 score exactly as Python's json.dumps(float(score)) writes it.
 std::string json_number(float v);
 
 }  // namespace der
