@@ -1,9 +1,10 @@
-// The AVX2 resize passes against the portable ones, byte for byte, in one process (Pillow equality of the default
+// The AVX2 resize passes and normalize rows against the portable ones, bit for bit, in one process (Pillow equality of the default
 // path is tested from Python in tests/cpp/test_image_parity.py; this covers the path a CPU without AVX2 takes,
 // and the SIMD edge cases: columns near the right edge, odd row counts, many taps, strided sources).
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -61,6 +62,38 @@ TEST(ResizeSimd, EqualsPortablePath) {
         ++checked;
       }
   EXPECT_EQ(checked, 16 * 5 * 2);
+}
+
+TEST(NormalizeSimd, EqualsFloat32FormulaBitForBit) {
+  if (!der::detail::resize_simd_enabled()) GTEST_SKIP() << "no AVX2 on this CPU (or DER_IMAGE_SIMD=0)";
+  // 67 x 13: every byte value in every channel, and a row length that leaves a tail after the 8-pixel steps.
+  const int w = 67, h = 13;
+  std::vector<std::uint8_t> data(static_cast<std::size_t>(w) * h * 3);
+  for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<std::uint8_t>((i * 7 + i / 3) & 255);
+  const der::Image src{data.data(), w, h, 0};
+  const double means[][3] = {{0.485, 0.456, 0.406}, {0.5, 0.5, 0.5}, {0.0, 0.1, 1.0 / 3}};
+  const double stds[][3] = {{0.229, 0.224, 0.225}, {0.5, 0.5, 0.5}, {1.0 / 7, 3.0, 0.01}};
+  const std::size_t plane = static_cast<std::size_t>(w) * h;
+  for (int m = 0; m < 3; ++m)
+    for (int bgr = 0; bgr < 2; ++bgr) {
+      std::vector<float> fast(3 * plane), slow(3 * plane);
+      der::normalize(src, means[m], stds[m], bgr, fast.data());
+      {
+        PortableOnly scope;
+        der::normalize(src, means[m], stds[m], bgr, slow.data());
+      }
+      ASSERT_EQ(std::memcmp(fast.data(), slow.data(), fast.size() * sizeof(float)), 0) << "mean/std set " << m;
+      for (int c = 0; c < 3; ++c) {
+        const float scale = static_cast<float>(1.0 / (255.0 * stds[m][c]));
+        const float bias = static_cast<float>(means[m][c] / stds[m][c]);
+        const int plane_at = bgr ? 2 - c : c;
+        for (std::size_t i = 0; i < plane; ++i) {
+          volatile float prod = static_cast<float>(data[3 * i + c]) * scale;
+          const float want = prod - bias;
+          ASSERT_EQ(std::memcmp(&fast[plane_at * plane + i], &want, sizeof want), 0) << "channel " << c << " pixel " << i;
+        }
+      }
+    }
 }
 
 }  // namespace
