@@ -67,14 +67,6 @@ class Int8Plan:
         d["s8s8_excluded_precision"] = "fp16"
         return json.dumps(d, separators=(",", ":"))
 
-    @classmethod
-    def from_json(cls, text: str) -> "Int8Plan":
-        d = json.loads(text)
-        d.pop("version", None)
-        d.pop("s8s8_excluded_precision", None)
-        d["budget"] = Budget(**d["budget"])
-        return cls(**d)
-
     def speedup(self, key: str) -> float | None:
         fp32, v = self.img_s.get("fp32"), self.img_s.get(key)
         return v / fp32 if fp32 and v else None
