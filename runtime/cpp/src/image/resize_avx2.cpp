@@ -24,15 +24,18 @@ DER_AVX2 inline __m256i tap_mask(int j) {
 
 // Two rows per sweep: row y in the low 128-bit lane, row y+1 in the high one, so both share each weight.
 // One output pixel gives {R, G, B, 0} int32 per lane; four of them are packed and stored together.
+// K > 0: that many taps, unrolled; K == 0: t.fixed taps, counted at run time (large shrink factors).
 template <int K>
 DER_AVX2 void horizontal_block(const std::uint8_t* in0, const std::uint8_t* in1, const AxisTable& t, int x_end,
                                std::uint8_t* out0, std::uint8_t* out1) {
-  constexpr int kLoads = (K + 4) / 5;  // a 16-byte load holds taps 0..4 (15 bytes)
+  const int taps = K > 0 ? K : t.fixed;
+  const int loads = (taps + 4) / 5;  // a 16-byte load holds taps 0..4 (15 bytes)
   __m256i mask[5];
   for (int j = 0; j < 5; ++j) mask[j] = tap_mask(j);
   const __m256i half = _mm256_set1_epi32(static_cast<int>(kHalf));
   // Keep bytes 0-2, 4-6, 8-10, 12-14 of each lane: four {R, G, B, pad} pixels -> 12 bytes.
-  const __m256i compact = _mm256_broadcastsi128_si256(_mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1));
+  const __m256i compact =
+      _mm256_broadcastsi128_si256(_mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1));
   const int ksize = t.ksize;
   for (int x = 0; x < x_end; x += 4) {
     __m256i px[4];
@@ -40,11 +43,11 @@ DER_AVX2 void horizontal_block(const std::uint8_t* in0, const std::uint8_t* in1,
       const std::int32_t* k = &t.weights[static_cast<std::size_t>(x + u) * ksize];
       const std::size_t at = static_cast<std::size_t>(t.first[x + u]) * 3;
       __m256i acc = half;
-      for (int l = 0; l < kLoads; ++l) {
+      for (int l = 0; l < loads; ++l) {
         const __m256i v = _mm256_inserti128_si256(
             _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in0 + at + 15 * l))),
             _mm_loadu_si128(reinterpret_cast<const __m128i*>(in1 + at + 15 * l)), 1);
-        for (int j = 0; j < 5 && 5 * l + j < K; ++j) {
+        for (int j = 0; j < 5 && 5 * l + j < taps; ++j) {
           const __m256i p = _mm256_shuffle_epi8(v, mask[j]);
           acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(p, _mm256_set1_epi32(k[5 * l + j])));
         }
@@ -79,12 +82,17 @@ DER_AVX2 void horizontal_rows_avx2(const std::uint8_t* src, std::size_t stride, 
   }
 }
 
+// Eight bytes -> eight int32 lanes.
+DER_AVX2 inline __m256i widen8(const std::uint8_t* p) {
+  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+}
+
 }  // namespace
 
 int horizontal_avx2(const std::uint8_t* src, std::size_t src_stride, int src_w, int rows, const AxisTable& t,
                     int out_w, std::uint8_t* dst) {
   const int k = t.fixed;
-  if (k < 1 || k > 15) return 0;
+  if (k < 1) return 0;
   // Column x reads bytes 3 * first[x] .. + 15 * (loads - 1) + 16; first[] never decreases, so the columns
   // whose loads stay inside the row are a prefix. It is rounded down to whole groups of four.
   const long long row_bytes = 3LL * src_w;
@@ -99,6 +107,7 @@ int horizontal_avx2(const std::uint8_t* src, std::size_t src_stride, int src_w, 
     DER_CASE(1) DER_CASE(2) DER_CASE(3) DER_CASE(4) DER_CASE(5) DER_CASE(6) DER_CASE(7) DER_CASE(8)
     DER_CASE(9) DER_CASE(10) DER_CASE(11) DER_CASE(12) DER_CASE(13) DER_CASE(14) DER_CASE(15)
 #undef DER_CASE
+    default: horizontal_rows_avx2<0>(src, src_stride, rows, t, x_end, out_w, dst); break;
   }
   return x_end;
 }
@@ -122,13 +131,14 @@ DER_AVX2 bool vertical_avx2(const std::uint8_t* src, std::size_t src_stride, int
       const std::uint8_t* p = base + j;
       for (int i = 0; i < n; ++i, p += src_stride) {
         const __m256i w = _mm256_set1_epi32(k[i]);
-        a0 = _mm256_add_epi32(a0, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))), w));
-        a1 = _mm256_add_epi32(a1, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8))), w));
-        a2 = _mm256_add_epi32(a2, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 16))), w));
-        a3 = _mm256_add_epi32(a3, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 24))), w));
+        a0 = _mm256_add_epi32(a0, _mm256_mullo_epi32(widen8(p), w));
+        a1 = _mm256_add_epi32(a1, _mm256_mullo_epi32(widen8(p + 8), w));
+        a2 = _mm256_add_epi32(a2, _mm256_mullo_epi32(widen8(p + 16), w));
+        a3 = _mm256_add_epi32(a3, _mm256_mullo_epi32(widen8(p + 24), w));
       }
-      const __m256i lo = _mm256_packs_epi32(_mm256_srai_epi32(a0, kPrecisionBits), _mm256_srai_epi32(a1, kPrecisionBits));
-      const __m256i hi = _mm256_packs_epi32(_mm256_srai_epi32(a2, kPrecisionBits), _mm256_srai_epi32(a3, kPrecisionBits));
+      const int s = kPrecisionBits;
+      const __m256i lo = _mm256_packs_epi32(_mm256_srai_epi32(a0, s), _mm256_srai_epi32(a1, s));
+      const __m256i hi = _mm256_packs_epi32(_mm256_srai_epi32(a2, s), _mm256_srai_epi32(a3, s));
       const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(lo, hi), order);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + j), bytes);
     }

@@ -20,8 +20,8 @@ struct AxisTable {
   std::vector<std::int32_t> weights;
 };
 
-// Whether the AVX2 passes (resize, and normalize's rows) run: the CPU has AVX2 and DER_IMAGE_SIMD is not "0" (read once). Both paths give
-// the same bytes; the switch exists so tests can compare them and check the portable path on any machine.
+// Whether the AVX2 passes (resize, and normalize's rows) run: the CPU has AVX2 and DER_IMAGE_SIMD is not "0"
+// (read once). Both paths give the same bytes; the switch lets tests compare them and check the portable path.
 bool resize_simd_enabled();
 void set_resize_simd(bool on);  // tests only: force the portable path (false) or back to the default (true)
 

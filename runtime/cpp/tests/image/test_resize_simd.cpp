@@ -1,6 +1,7 @@
-// The AVX2 resize passes and normalize rows against the portable ones, bit for bit, in one process (Pillow equality of the default
-// path is tested from Python in tests/cpp/test_image_parity.py; this covers the path a CPU without AVX2 takes,
-// and the SIMD edge cases: columns near the right edge, odd row counts, many taps, strided sources).
+// The AVX2 resize passes and normalize rows against the portable ones, bit for bit, in one process (Pillow
+// equality of the default path is tested from Python in tests/cpp/test_image_parity.py; this covers the path a
+// CPU without AVX2 takes, and the SIMD edge cases: columns near the right edge, odd row counts, many taps,
+// strided sources).
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -33,12 +34,13 @@ TEST(ResizeSimd, EqualsPortablePath) {
                                          der::Interpolation::Lanczos,  der::Interpolation::Box,
                                          der::Interpolation::Hamming};
   std::mt19937 rng(1234);
-  // (w, h) -> (tw, th): the bench shape, shrinks with 1..15+ taps per axis, enlargements, thin images, and
+  // (w, h) -> (tw, th): the bench shape, shrinks with 1 to hundreds of taps per axis, enlargements, thin images, and
   // sizes just around the 4-column groups and 32-byte row steps of the AVX2 code.
   const int shapes[][4] = {{640, 480, 448, 448}, {640, 480, 224, 224}, {517, 333, 37, 91}, {100, 7, 33, 3},
                            {11, 10, 3, 4},       {12, 9, 5, 2},       {33, 40, 64, 64},   {13, 29, 200, 150},
                            {1, 50, 7, 9},        {50, 1, 9, 7},       {1000, 30, 61, 5},  {200, 200, 199, 201},
-                           {15, 15, 14, 16},     {35, 35, 10, 11},    {41, 3, 12, 2},     {300, 64, 20, 64}};
+                           {15, 15, 14, 16},     {35, 35, 10, 11},    {41, 3, 12, 2},     {300, 64, 20, 64},
+                           {4032, 24, 448, 8},   {700, 6, 9, 2}};
   int checked = 0;
   for (const auto& s : shapes)
     for (auto interp : kFilters)
@@ -61,7 +63,7 @@ TEST(ResizeSimd, EqualsPortablePath) {
             << stride << ": first differing byte (of " << fast.pixels.size() << ")";
         ++checked;
       }
-  EXPECT_EQ(checked, 16 * 5 * 2);
+  EXPECT_EQ(checked, static_cast<int>(sizeof shapes / sizeof shapes[0]) * 5 * 2);
 }
 
 TEST(NormalizeSimd, EqualsFloat32FormulaBitForBit) {
@@ -90,7 +92,8 @@ TEST(NormalizeSimd, EqualsFloat32FormulaBitForBit) {
         for (std::size_t i = 0; i < plane; ++i) {
           volatile float prod = static_cast<float>(data[3 * i + c]) * scale;
           const float want = prod - bias;
-          ASSERT_EQ(std::memcmp(&fast[plane_at * plane + i], &want, sizeof want), 0) << "channel " << c << " pixel " << i;
+          ASSERT_EQ(std::memcmp(&fast[plane_at * plane + i], &want, sizeof want), 0)
+              << "channel " << c << " pixel " << i;
         }
       }
     }
