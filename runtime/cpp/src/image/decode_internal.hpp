@@ -22,6 +22,10 @@ struct Bytes {
   std::size_t size;
 };
 
+// Little-endian readers for the parsed formats (BMP, GIF).
+inline std::uint32_t le16(const std::uint8_t* p) { return p[0] | p[1] << 8; }
+inline std::uint32_t le32(const std::uint8_t* p) { return le16(p) | le16(p + 2) << 16; }
+
 // The reasons worded like der_deploy.images.load_image, so C++ and Python messages read alike.
 [[noreturn]] void fail_corrupt(const std::string& name, const std::string& detail);
 [[noreturn]] void fail_unsupported(const std::string& name, const std::string& format);
