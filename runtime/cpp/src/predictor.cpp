@@ -186,9 +186,9 @@ Predictor::Decoded Predictor::decode_batch(const std::vector<std::string>& paths
       // Never open a FIFO, socket or device: reading one could block forever.
       if (::stat(paths[i].c_str(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
         throw ImageError(paths[i], "not a regular file (a " + file_kind(st.st_mode) + "); name an image file");
-      Bitmap img = decode_file(paths[i]);
-      preprocess(img.view(), card_.height, card_.width, card_.interpolation, card_.mean.data(), card_.std_dev.data(),
-                 card_.bgr(), d.data.data() + d.ok.size() * chw);
+      // Per-thread reused decode/resize buffers (image.hpp): no large allocation per image.
+      load_and_preprocess(paths[i], card_.height, card_.width, card_.interpolation, card_.mean.data(),
+                          card_.std_dev.data(), card_.bgr(), d.data.data() + d.ok.size() * chw);
       d.ok.push_back(i);
     } catch (const ImageError& err) {
       d.errors[i] = err.what();
