@@ -90,6 +90,15 @@ def sampler(dataset, env: DistEnv, *, shuffle: bool, seed: int):
         dataset, num_replicas=env.world_size, rank=env.rank, shuffle=shuffle, seed=seed, drop_last=False)
 
 
+def all_agree(env: DistEnv, ok: bool) -> bool:
+    """True only where ``ok`` holds on every rank, so that all ranks take or skip a step together."""
+    if not env.enabled:
+        return ok
+    flag = torch.tensor([0.0 if ok else 1.0], device=env.device)
+    dist.all_reduce(flag)
+    return float(flag.item()) == 0.0
+
+
 def all_sum(env: DistEnv, values: list[float]) -> list[float]:
     """Sum numbers over ranks (epoch loss sums and counts)."""
     if not env.enabled:

@@ -29,6 +29,8 @@ from .checkpoint import read_checkpoint, save_checkpoint
 from .data import EvalImages, TrainImages, check_batch, make_loader
 from .losses import der_loss
 from .model import ARCHS, DER, HEADS, load_backbone_weights
+from .stability import (DEFAULT_CLIP_GRAD, DEFAULT_MAX_BAD_STEPS, StepGuard, TrainingDiverged, grad_norm,
+                        kept_checkpoint, warmup_factor)
 
 STREAMS = ("fcls", "scls", "joint")  # Table V: first stream, second stream, joint confidence (Eq. 12-14)
 
@@ -57,6 +59,10 @@ class TrainConfig:
     backbone_weights: str | Path | None = None
     seed: int = 0
     data_format: str | None = None
+    # None: the checkpoint's value on --resume, else the default (stability.py says why clipping is on).
+    clip_grad: float | None = None  # max gradient L2 norm; 0 = no clipping
+    warmup_epochs: float | None = None  # linear per-step warm-up of the learning rate; 0 = none
+    max_bad_steps: int = DEFAULT_MAX_BAD_STEPS  # this many non-finite steps in a row abort the run
 
     def validate(self) -> None:
         if self.arch not in ARCHS:
@@ -71,6 +77,9 @@ class TrainConfig:
                   (self.momentum >= 0 and self.weight_decay >= 0, "--momentum and --weight-decay must be >= 0"),
                   (self.alpha >= 0 and self.beta >= 0, "--alpha and --beta must be >= 0"),
                   (self.workers >= 0, "--workers must be >= 0"),
+                  ((self.clip_grad or 0) >= 0, "--clip-grad must be >= 0 (0 = no clipping)"),
+                  ((self.warmup_epochs or 0) >= 0, "--warmup-epochs must be >= 0"),
+                  (self.max_bad_steps >= 1, "--max-bad-steps must be at least 1"),
                   (not (self.pretrained and self.backbone_weights), "give either --pretrained or --backbone-weights, not both")]
         for ok, message in checks:
             if not ok:
@@ -183,7 +192,16 @@ def _resume(cfg: TrainConfig, model: DER, optimizer, scheduler, card: ModelCard)
     epoch = int(data["epoch"])
     if epoch >= cfg.epochs:
         raise DerError(f"{path}: already trained for {epoch} epochs; raise --epochs above {epoch} to continue")
-    return epoch, data.get("best"), list(data["history"])
+    return epoch, data.get("best"), list(data["history"]), dict(data.get("config") or {})
+
+
+def _stability_settings(cfg: TrainConfig, saved: dict[str, Any] | None) -> TrainConfig:
+    """Fill unset --clip-grad/--warmup-epochs from the resumed checkpoint's config (``saved``; None for a fresh
+    run), else the defaults. Checkpoints from before these options trained without clipping or warm-up."""
+    saved = {} if saved is None else {"clip_grad": 0.0, "warmup_epochs": 0.0, **saved}
+    clip = cfg.clip_grad if cfg.clip_grad is not None else saved.get("clip_grad", DEFAULT_CLIP_GRAD)
+    warmup = cfg.warmup_epochs if cfg.warmup_epochs is not None else saved.get("warmup_epochs", 0.0)
+    return dataclasses.replace(cfg, clip_grad=float(clip or 0.0), warmup_epochs=float(warmup or 0.0))
 
 
 def _set_threads(env: ddp.DistEnv) -> None:
@@ -192,32 +210,59 @@ def _set_threads(env: ddp.DistEnv) -> None:
     torch.set_num_threads(min(torch.get_num_threads(), share))
 
 
-def _train_epoch(net, loader, optimizer, cfg: TrainConfig, env: ddp.DistEnv, epoch: int) -> dict[str, float]:
+def _train_epoch(net, loader, optimizer, cfg: TrainConfig, env: ddp.DistEnv, epoch: int, guard: StepGuard,
+                 good: Path) -> dict[str, float]:
+    """One epoch; ``good`` is the checkpoint that a divergence leaves as the last good one."""
     net.train()
-    sums = [0.0, 0.0, 0.0, 0.0, 0.0]
-    for batch in track(loader, f"epoch {epoch + 1}/{cfg.epochs}"):
+    sums = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]  # loss, cls, lce, rank (image-weighted), images, skipped steps
+    bases = [group["lr"] for group in optimizer.param_groups]  # this epoch's step-schedule rates
+    steps = len(loader)
+    warmup_steps = round(cfg.warmup_epochs * steps)
+    lrs = []
+    for i, batch in enumerate(track(loader, f"epoch {epoch + 1}/{cfg.epochs}")):
         check_batch(batch)
+        factor = warmup_factor(epoch * steps + i, warmup_steps)
+        for group, base in zip(optimizer.param_groups, bases):
+            group["lr"] = base * factor
+        lrs.append(bases[0] * factor)
+        guard.before_forward()
         out = net(batch.images.to(env.device))
         parts = der_loss(out, batch.targets.to(env.device), alpha=cfg.alpha, beta=cfg.beta)
-        value = float(parts.total.detach())
-        if not np.isfinite(value):
-            raise DerError(f"training diverged in epoch {epoch + 1} (loss {value}); lower --lr (now {cfg.lr})")
         optimizer.zero_grad(set_to_none=True)
-        parts.total.backward()
+        parts.total.backward()  # also on a bad loss: under DDP every rank must join the gradient all-reduce
+        norm = float(grad_norm(net.parameters(), cfg.clip_grad))
+        ok = guard.check(float(parts.total.detach()), norm)
+        if not ddp.all_agree(env, ok):
+            sums[5] += 1
+            if guard.skip(optimizer):
+                raise TrainingDiverged(
+                    f"training diverged: {guard.in_a_row} steps in a row had a non-finite loss or gradient "
+                    f"(epoch {epoch + 1}, step {i + 1}: {guard.last_bad or 'on another rank'}); "
+                    f"{kept_checkpoint(good, epoch)}")
+            continue
+        guard.good()
         optimizer.step()
         n = len(batch.indices)
-        for i, part in enumerate(parts):
-            sums[i] += float(part.detach()) * n
+        for k, part in enumerate(parts):
+            sums[k] += float(part.detach()) * n
         sums[4] += n
-    total, cls, lce, rank, n = ddp.all_sum(env, sums)
-    n = max(n, 1.0)
-    return {"loss": total / n, "cls": cls / n, "lce": lce / n, "rank": rank / n}
+    for group, base in zip(optimizer.param_groups, bases):
+        group["lr"] = base  # the step scheduler scales the stored rate
+    total, cls, lce, rank, n, skipped = ddp.all_sum(env, sums)
+    skipped /= env.world_size  # every rank counted the same skips
+    n = n if n > 0 else float("nan")  # every step skipped: no loss to report
+    return {"loss": total / n, "cls": cls / n, "lce": lce / n, "rank": rank / n, "skipped": int(skipped),
+            "lr": lrs[-1] if lrs else bases[0], "lr_first": lrs[0] if lrs else bases[0]}
 
 
 def _summary(record: dict[str, Any], epochs: int, is_best: bool) -> str:
     maps = " ".join(f"{k} {100 * v:.2f}" for k, v in record["map"].items())
+    lr = f"{record['lr']:.3g}"
+    if record.get("lr_first", record["lr"]) != record["lr"]:
+        lr = f"{record['lr_first']:.3g}->{lr} (warm-up)"
+    skipped = f"  {StepGuard.describe(record['skipped'])}" if record.get("skipped") else ""
     return (f"epoch {record['epoch']}/{epochs}  loss {record['loss']:.4f} (cls {record['cls']:.4f} "
-            f"lce {record['lce']:.4f} rank {record['rank']:.4f})  mAP {maps}  lr {record['lr']:.3g}  "
+            f"lce {record['lce']:.4f} rank {record['rank']:.4f})  mAP {maps}  lr {lr}{skipped}  "
             f"{record['time']:.1f}s{'  *best' if is_best else ''}")
 
 
@@ -253,11 +298,13 @@ def _train(cfg: TrainConfig, env: ddp.DistEnv) -> TrainResult:
     model = build_model(cfg, len(train_ds.classes)).to(env.device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
-    start, best, history = 0, None, []
+    start, best, history, saved = 0, None, [], None
     if cfg.resume:
-        start, best, history = _resume(cfg, model, optimizer, scheduler, card)
+        start, best, history, saved = _resume(cfg, model, optimizer, scheduler, card)
         if best is not None and not output.exists():
             best = None  # the best file of that run is elsewhere: track a new best for this output
+    cfg = _stability_settings(cfg, saved)
+    guard = StepGuard(model, cfg.max_bad_steps)
     net = ddp.wrap(model, env)
 
     train_images = TrainImages(train_ds, card, seed=cfg.seed)
@@ -273,13 +320,18 @@ def _train(cfg: TrainConfig, env: ddp.DistEnv) -> TrainResult:
         t0 = time.perf_counter()
         train_sampler.set_epoch(epoch)
         train_images.set_epoch(epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        losses = _train_epoch(net, train_loader, optimizer, cfg, env, epoch)
+        good = last if epoch > start or not cfg.resume else Path(cfg.resume)
+        losses = _train_epoch(net, train_loader, optimizer, cfg, env, epoch, guard, good)
         scheduler.step()
         ddp.sync_buffers(net, env)
         logits = _predict(net, val_loader, env, len(val_ds))
+        if not all(np.isfinite(v).all() for v in logits.values()):
+            # Finite but huge weights (an update just short of the guard) overflow in eval mode: keep the last
+            # good checkpoint rather than save these.
+            raise TrainingDiverged(f"training diverged: validation scores after epoch {epoch + 1} are not finite; "
+                                   f"{kept_checkpoint(good, epoch)}")
         maps = stream_maps(logits, val_targets)
-        record = {"epoch": epoch + 1, **losses, "map": maps, "lr": lr, "time": time.perf_counter() - t0}
+        record = {"epoch": epoch + 1, **losses, "map": maps, "time": time.perf_counter() - t0}
         history.append(record)
         is_best = best is None or maps["joint"] > best["map"]
         if is_best:

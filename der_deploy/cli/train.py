@@ -47,12 +47,20 @@ def _size(ctx, param, value):
               help="Local torchvision ResNet state dict for the backbone (offline --pretrained).")
 @click.option("--resume", type=click.Path(path_type=Path), default=None,
               help="Continue from a checkpoint (e.g. model.last.pt) exactly where it stopped.")
+@click.option("--clip-grad", "clip_grad", type=click.FloatRange(0, None), default=None, metavar="NORM",
+              help="Clip the gradient's L2 norm to NORM; 0 = off. Default 50, or the resumed checkpoint's value.")
+@click.option("--warmup-epochs", type=click.FloatRange(0, None), default=None, metavar="E",
+              help="Raise the learning rate linearly per step over the first E epochs (fractions allowed). "
+                   "Default 0, or the resumed checkpoint's value.")
+@click.option("--max-bad-steps", default=10, show_default=True, type=click.IntRange(1, None),
+              help="Steps with a non-finite loss or gradient are skipped; this many in a row stop the run.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @handle_errors
 def main(data: Path, output: Path, train_split: str, val_split: str, data_format: str | None, arch: str,
          input_size: tuple[int, int], epochs: int, batch_size: int, lr: float, momentum: float, weight_decay: float,
          lr_step: int, lr_gamma: float, alpha: float, beta: float, head: str, workers: int, pretrained: bool,
-         backbone_weights: Path | None, resume: Path | None, seed: int) -> None:
+         backbone_weights: Path | None, resume: Path | None, clip_grad: float | None, warmup_epochs: float | None,
+         max_bad_steps: int, seed: int) -> None:
     """Train DER on DATA (VOC/COCO/NUS-WIDE folder or CSV) and write the best checkpoint to -o."""
     from ..progress import out_console, table
     from ..train.engine import TrainConfig, train
@@ -61,7 +69,8 @@ def main(data: Path, output: Path, train_split: str, val_split: str, data_format
                       input_size=input_size, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                       weight_decay=weight_decay, lr_step=lr_step, lr_gamma=lr_gamma, alpha=alpha, beta=beta,
                       head=head, workers=workers, resume=resume, pretrained=pretrained,
-                      backbone_weights=backbone_weights, seed=seed, data_format=data_format)
+                      backbone_weights=backbone_weights, seed=seed, data_format=data_format, clip_grad=clip_grad,
+                      warmup_epochs=warmup_epochs, max_bad_steps=max_bad_steps)
     result = train(cfg)
     import os
 

@@ -73,10 +73,10 @@ def test_interrupt_then_resume_equals_straight_run(small_voc, tmp_path, monkeypa
     # Interrupt during the third epoch: the last good checkpoint is the one of epoch 2.
     real = engine._train_epoch
 
-    def interrupting(net, loader, optimizer, cfg, env, epoch):
+    def interrupting(net, loader, optimizer, cfg, env, epoch, *rest):
         if epoch == 2:
             raise KeyboardInterrupt
-        return real(net, loader, optimizer, cfg, env, epoch)
+        return real(net, loader, optimizer, cfg, env, epoch, *rest)
 
     monkeypatch.setattr(engine, "_train_epoch", interrupting)
     out = tmp_path / "b" / "m.pt"
