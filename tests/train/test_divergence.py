@@ -157,6 +157,47 @@ def test_settings_resolution_for_fresh_resumed_and_old_checkpoints():
         TrainConfig(data=".", output="m.pt", max_bad_steps=0).validate()
 
 
+def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str, agree: bool) -> None:
+    import torch.distributed as dist
+
+    from der_deploy.train import distributed as ddp
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        env = DistEnv(rank=rank, world_size=world, local_rank=rank, local_world_size=world)
+        model, opt, cfg, guard = _setup()
+        net = ddp.wrap(model, env)
+        real, calls = engine.der_loss, []
+
+        def nan_loss_on_rank_1(*args, **kwargs):
+            parts = real(*args, **kwargs)
+            calls.append(1)
+            if rank == 1 and len(calls) == 2:  # a non-finite loss whose gradient is finite: only rank 1 sees it
+                return parts._replace(total=parts.total + float("nan"))
+            return parts
+
+        engine.der_loss = nan_loss_on_rank_1
+        if not agree:  # the negative control: each rank decides alone
+            ddp.all_agree = lambda env, ok: ok
+        record = engine._train_epoch(net, _batches(3, seed=rank), opt, cfg, env, 0, guard, Path("x"))
+        torch.save({"skipped": record["skipped"], "params": [p.detach() for p in model.parameters()]},
+                   f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("agree", [True, False])
+def test_ddp_ranks_skip_together(tmp_path, agree):
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path), agree), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    same = all(torch.equal(a, b) for a, b in zip(ranks[0]["params"], ranks[1]["params"]))
+    if agree:
+        assert [r["skipped"] for r in ranks] == [1, 1] and same
+    else:  # negative control: without the all-reduce rank 0 steps alone and the replicas drift apart
+        assert not same
+
+
 # --- whole runs on a tiny generated dataset ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
