@@ -308,8 +308,8 @@ def test_issue_recipe_on_ten_generated_classes_trains(tmp_path):
         torch.set_num_threads(threads)
     record = result.history[0]
     assert all(math.isfinite(record[k]) for k in ("loss", "cls", "lce", "rank"))
-    # One epoch from scratch is too short to learn this data (mAP stays near chance, ~0.27-0.30): the claim
-    # tested is that the run completes with finite losses, weights and validation scores.
+    # One epoch from scratch learns little (joint mAP 0.25 here, chance 0.18): the claim tested is that the
+    # run completes with finite losses, weights and validation scores.
     data = read_checkpoint(result.last_path)
     assert data["epoch"] == 1 and all(math.isfinite(v) for v in data["metrics"]["maps"].values())
     assert all(torch.isfinite(v).all() for v in data["state_dict"].values())
