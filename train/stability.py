@@ -65,10 +65,9 @@ class StepGuard:
 
     def check(self, loss: float, norm: float) -> bool:
         """True if this rank's step may be applied (ranks then agree: :meth:`good` or :meth:`skip`)."""
-        if math.isfinite(loss) and math.isfinite(norm):
-            return True
-        self.last_bad = f"loss {loss:.4g}, gradient norm {norm:.4g}"
-        return False
+        ok = math.isfinite(loss) and math.isfinite(norm)
+        self.last_bad = "" if ok else f"loss {loss:.4g}, gradient norm {norm:.4g}"
+        return ok
 
     def good(self) -> None:
         self.in_a_row = 0
