@@ -40,6 +40,9 @@ def main(repo, http_port, grpc_port, metrics_port, address, server, python, time
     def on_signal(signum, frame):  # SIGTERM behaves like Ctrl-C: stop the child, then exit
         raise KeyboardInterrupt
 
+    # SIGINT too: a shell starts background jobs with SIGINT ignored, and Python keeps an inherited SIG_IGN,
+    # so without this "Ctrl-C to stop" (or kill -INT) would never reach a der-serve started with `&`.
+    signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
         srv.start()
