@@ -6,9 +6,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${CPP_BUILD_DIR:-$ROOT/build/cpp}"
 JOBS="${CPP_JOBS:-2}"
-# Toolchain, codecs (libjpeg-turbo, libpng, libwebp, libtiff, giflib), JSON, GoogleTest. npm (for the ONNX
+# Toolchain, codecs (libjpeg-turbo, libpng, libwebp, libtiff), JSON, GoogleTest. npm (for the ONNX
 # Runtime headers) is checked by scripts/ort_sdk.sh as a command: it often comes with nodejs, not Debian's npm.
-PACKAGES=(cmake g++ make pkg-config libjpeg62-turbo-dev libpng-dev libwebp-dev libtiff-dev libgif-dev
+PACKAGES=(cmake g++ make pkg-config libjpeg62-turbo-dev libpng-dev libwebp-dev libtiff-dev
           nlohmann-json3-dev libgtest-dev)
 
 missing=()
