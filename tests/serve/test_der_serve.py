@@ -3,6 +3,8 @@ Ctrl-C with no process left behind, and one-line errors for a busy port, a missi
 Python for the bundled stub and a model Triton refuses."""
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -60,6 +62,7 @@ def test_starts_answers_and_stops_cleanly(python_repo, triton_install, stub_pyth
     http, grpc, metrics = free_ports(3)
     proc = _serve([python_repo, "--http-port", http, "--grpc-port", grpc, "--metrics-port", metrics,
                    "--server", triton_install.binary, "--python", stub_python, "--timeout", "120"])
+    server_pid = None
     try:
         lines = _read_until(proc, "Ctrl-C to stop.", timeout=150)
         assert lines and lines[-1] == "Ctrl-C to stop.", (lines, proc.poll())
@@ -79,9 +82,15 @@ def test_starts_answers_and_stops_cleanly(python_repo, triton_install, stub_pyth
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        # Whatever happened, never leave a server behind for the rest of the session; the assertion below still
+        # sees what der-serve itself left.
+        leftover = _group_members(server_pid) if server_pid is not None else []
+        for pid in leftover:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     assert proc.returncode == 0, err
     assert "der-serve: stopped (tritonserver exit code 0)" in err and "Traceback" not in err
-    assert _group_members(server_pid) == []  # no orphaned server or stub
+    assert leftover == []  # no orphaned server or stub
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", http), timeout=2).close()
 
