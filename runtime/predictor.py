@@ -57,6 +57,12 @@ class Prediction:
         return {"path": path, "labels": list(self.labels), "scores": dict(self.scores)}
 
 
+def score_order(probs) -> list[int]:
+    """Class indices by descending score, ties in class order: the order of every label list."""
+    probs = np.asarray(probs, dtype=np.float64).reshape(-1)
+    return sorted(range(probs.size), key=lambda i: (-probs[i], i))
+
+
 def sigmoid(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     return (0.5 * (1.0 + np.tanh(0.5 * x))).astype(np.float32)  # overflow-free logistic
@@ -191,7 +197,7 @@ class Predictor:
         """Labels for one row of probabilities (see the module doc for the rules)."""
         probs = np.asarray(probs, dtype=np.float64).reshape(-1)
         c = self.card.num_classes
-        order = sorted(range(c), key=lambda i: (-probs[i], i))
+        order = score_order(probs)
         if top_k is not None and threshold is None:
             keep = order
         else:

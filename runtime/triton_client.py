@@ -24,7 +24,7 @@ import numpy as np
 from der_deploy.card import ModelCard
 from der_deploy.errors import DerError, ImageError
 
-from .predictor import Prediction, Predictor
+from .predictor import Prediction, Predictor, score_order
 
 CARD_PARAM = "der_card"
 ITEM_PREFIX = "request item 0: "  # how the preprocessing model names the (only) image of a request
@@ -202,7 +202,7 @@ class TritonPredictor:
                               "server's log (der-serve --verbose) and that the model is ready") from None
         p, d = scores[0], decisions[0]
         if threshold is None and top_k is None:  # the server's decisions from the card thresholds
-            labels = [self.card.classes[i] for i in sorted(range(len(p)), key=lambda i: (-float(p[i]), i)) if d[i]]
+            labels = [self.card.classes[i] for i in score_order(p) if d[i]]
         else:
             labels = self.decide(p, threshold=threshold, top_k=top_k)
         return Prediction(str(path), labels, {n: float(v) for n, v in zip(self.card.classes, p)})
