@@ -88,13 +88,10 @@ def run_load(url: str, images: list[Path], *, requests: int, concurrency: int, t
 
 
 def engine_only(engine: str | Path, images: list[Path], *, batch_size: int = 8, repeat: int = 1) -> dict:
-    """der-infer's own numbers on the same engine and images: end-to-end and engine-only img/s."""
-    from .predictor import Predictor
+    """der-infer's own numbers on the same engine and images: end-to-end and engine-only img/s (der-bench's
+    pipeline measurement, run in this process)."""
+    from .bench_worker import pipeline
 
-    items = list(images) * repeat
-    with Predictor(engine, batch_size=batch_size) as p:
-        p.predict(items[: 2 * batch_size])  # warm-up
-        list(p.predict_iter(items))
-        stats = p.last_stats
-    return {"batch": batch_size, "images": stats.images, "end_to_end_img_s": round(stats.images_per_s, 2),
-            "engine_only_img_s": round(stats.engine_images_per_s, 2)}
+    r = pipeline({"path": str(engine), "images": list(images) * repeat, "batch": batch_size})
+    return {"batch": batch_size, "images": r["images"], "end_to_end_img_s": round(r["end_to_end_img_s"], 2),
+            "engine_only_img_s": round(r["engine_only_img_s"], 2)}
