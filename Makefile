@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
+# der-serve's tritonserver cache: inside the checkout for make test (CI starts clean), ~/.cache elsewhere.
+export DER_TRITON_CACHE ?= $(abspath build/triton)
 
 .PHONY: demo test venv clean cpp
 
@@ -25,7 +27,7 @@ cpp: $(STAMP)
 	bash scripts/cpp_build.sh
 
 test: $(STAMP) cpp
-	PYTHON=$(abspath $(BIN))/python bash scripts/triton_server.sh >/dev/null  # a real tritonserver for tests/serve
+	$(BIN)/der-serve install >/dev/null  # a real tritonserver + its numpy<2 Python, for tests/serve
 	PATH=$(abspath $(BIN)):$$PATH bash scripts/test.sh
 	ctest --test-dir build/cpp --output-on-failure -j2
 

@@ -13,7 +13,7 @@ try:
 except PackageNotFoundError:  # running from a source tree without an install
     __version__ = "0.0.0+src"
 
-from .card import ModelCard
+from .artifact.card import ModelCard
 from .errors import DerError
 
 __all__ = ["ModelCard", "DerError", "__version__"]

@@ -13,6 +13,12 @@ Decoding policy (:func:`load_image`):
 - Decoding is forced (``img.load()``) with ``ImageFile.LOAD_TRUNCATED_IMAGES`` left False, so a truncated
   file fails here, and a JPEG without its end-of-image marker is rejected as truncated/corrupt. Garbage
   inside the entropy data of an otherwise complete JPEG only makes libjpeg warn; it cannot be detected.
+- Shrink-on-load (``draft``, a card's ``decode="draft"``): a JPEG is decoded by libjpeg's DCT scaling at the
+  smallest 1/2, 1/4 or 1/8 that still covers the target size (Pillow's ``Image.draft`` rule, with the target's
+  sides swapped when the EXIF orientation turns the image sideways). Other formats decode in full.
+- ``max_pixels``: an image whose decoded size exceeds it is refused from its header, before any pixel is
+  decoded. The decoded size is the DCT-scaled one under ``draft``, except for progressive or non-interleaved
+  JPEGs, whose decoder holds every coefficient of the full image: they count at full size.
 """
 from __future__ import annotations
 
@@ -35,6 +41,11 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
      ".ppm", ".pgm", ".pbm", ".pnm"}
 )
+
+# The service default of max_pixels (der-infer, der-infer-cpp, the Triton preprocessing model): README "Large
+# images" says why 40 MP. The library functions below have no limit unless given one (Pillow's bomb rule only).
+DEFAULT_MAX_PIXELS = 40_000_000
+_ORIENTATION = 0x0112
 
 _RESAMPLING = {
     "nearest": Image.Resampling.NEAREST,
@@ -163,14 +174,15 @@ def _check_jpeg_complete(data: bytes) -> bool:
     return sos >= 0 and data.rfind(b"\xff\xd9") > sos
 
 
-def load_image(path: str | Path) -> Image.Image:
+def load_image(path: str | Path, *, draft: tuple[int, int] | None = None, max_pixels: int | None = None) -> Image.Image:
     """Decode ``path`` to an upright RGB image (see the module doc for the policy).
 
-    Raises :class:`ImageError` naming the file for a missing/unreadable file, a non-image, a truncated or
-    corrupt file, or a decompression bomb.
+    ``draft``: a target (H, W) for shrink-on-load of JPEGs; ``max_pixels``: refuse larger images (None or 0: no
+    limit but Pillow's bomb rule). Raises :class:`ImageError` naming the file for a missing/unreadable file, a
+    non-image, a truncated or corrupt file, a decompression bomb, or an image above ``max_pixels``.
     """
     path = Path(path)
-    return decode_image(read_image_bytes(path), path)
+    return decode_image(read_image_bytes(path), path, draft=draft, max_pixels=max_pixels)
 
 
 def read_image_bytes(path: str | Path) -> bytes:
@@ -196,11 +208,13 @@ def read_image_bytes(path: str | Path) -> bytes:
     return data
 
 
-def decode_image(data: bytes, name: str | Path = "<bytes>") -> Image.Image:
+def decode_image(data: bytes, name: str | Path = "<bytes>", *, draft: tuple[int, int] | None = None,
+                 max_pixels: int | None = None) -> Image.Image:
     """Decode encoded image bytes (a file's content, a request body) with :func:`load_image`'s policy.
 
     The one decoder behind files and served requests (the Triton preprocessing model), so the two cannot
-    drift. ``name`` is what an :class:`ImageError` reports (a path, or e.g. "request item 0").
+    drift. ``name`` is what an :class:`ImageError` reports (a path, or e.g. "request item 0"). ``draft`` and
+    ``max_pixels`` as in :func:`load_image`.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ImageError(name, f"expected encoded image bytes, got {type(data).__name__}")
@@ -208,7 +222,9 @@ def decode_image(data: bytes, name: str | Path = "<bytes>") -> Image.Image:
     if not data:
         raise ImageError(name, "empty (0 bytes), not an image")
     try:
-        img = Image.open(io.BytesIO(data))  # in-memory: nothing to close
+        img = Image.open(io.BytesIO(data))  # in-memory: nothing to close; reads the header only
+        if draft is not None or max_pixels:
+            _shrink_and_check(img, data, name, draft, max_pixels)
         img.load()
         if img.format == "JPEG" and not _check_jpeg_complete(data):
             raise ImageError(name, "truncated or corrupt JPEG (no end-of-image marker); re-download or re-encode it")
@@ -223,6 +239,66 @@ def decode_image(data: bytes, name: str | Path = "<bytes>") -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError) as err:
         # Pillow signals truncation/corruption with any of these depending on the codec.
         raise ImageError(name, f"truncated or corrupt image data ({err}); re-download or re-encode it") from None
+
+
+def decode_target(card: "ModelCard") -> tuple[int, int] | None:
+    """The ``draft`` target for decoding images for ``card``: its input size with ``decode="draft"``, else None."""
+    return tuple(card.input_size) if card.decode == "draft" else None
+
+
+def draft_scale(size: tuple[int, int], target: tuple[int, int]) -> int:
+    """Pillow's ``JpegImageFile.draft`` rule: the largest of 8, 4, 2, 1 not above min(W // w, H // h).
+
+    ``size`` and ``target`` are both (W, H) in the file's stored orientation."""
+    fit = min(size[0] // target[0], size[1] // target[1])
+    return next(s for s in (8, 4, 2, 1) if fit >= s or s == 1)
+
+
+def too_large(size: tuple[int, int], limit: int, scale: int = 1) -> str:
+    """The reason an image over ``max_pixels`` is refused (the C++ SDK words it the same)."""
+    w, h = size
+    if scale > 1:
+        sw, sh = -(-w // scale), -(-h // scale)
+        return f"too large: {sw}×{sh} (1/{scale} of {w}×{h}) > {limit} pixels; raise --max-pixels"
+    return f"too large: {w}×{h} > {limit} pixels; raise --max-pixels"
+
+
+def _first_scan_components(data: bytes) -> int | None:
+    """Components in a JPEG's first scan (SOS), walking the segments as Pillow and libjpeg do; None if not found."""
+    pos, n = 2, len(data)
+    while pos + 4 < n:
+        marker = data[pos + 1]
+        if data[pos] != 0xFF or marker == 0xFF:  # junk between segments, or a fill byte: skipped
+            pos += 1
+        elif marker == 0xDA:
+            return data[pos + 4]
+        elif marker in (0x00, 0x01) or 0xD0 <= marker <= 0xD8:  # no length field
+            pos += 2
+        else:
+            pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return None
+
+
+def _shrink_and_check(img: Image.Image, data: bytes, name: str | Path, draft: tuple[int, int] | None,
+                      max_pixels: int | None) -> None:
+    """Before decoding: set up DCT scaling of a JPEG for ``draft`` (H, W), then apply ``max_pixels``."""
+    full = img.size
+    scale = 1
+    if draft is not None and img.format in ("JPEG", "MPO"):
+        h, w = draft
+        # exif_transpose turns orientations 5-8 sideways, so the stored image must cover the target's sides swapped.
+        if img.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8):
+            h, w = w, h
+        scale = draft_scale(full, (w, h))
+        if scale > 1:
+            img.draft("RGB", (w, h))
+            # Progressive or non-interleaved: libjpeg buffers the full image's coefficients whatever the scale.
+            if img.info.get("progressive") or (_first_scan_components(data) or 0) < getattr(img, "layers", 0):
+                scale = 1
+    if max_pixels:
+        w, h = full
+        if -(-w // scale) * -(-h // scale) > max_pixels:
+            raise ImageError(name, too_large(full, max_pixels, scale))
 
 
 def resampling(name: str) -> Image.Resampling:
@@ -258,9 +334,10 @@ def preprocess(img: Image.Image, card: "ModelCard") -> np.ndarray:
     return out
 
 
-def load_and_preprocess(path: str | Path, card: "ModelCard") -> np.ndarray:
-    """:func:`load_image` then :func:`preprocess`; raises :class:`ImageError` for a bad file."""
-    return preprocess(load_image(path), card)
+def load_and_preprocess(path: str | Path, card: "ModelCard", *, max_pixels: int | None = None) -> np.ndarray:
+    """:func:`load_image` (shrink-on-load when the card says ``decode="draft"``) then :func:`preprocess`; raises
+    :class:`ImageError` for a bad file or one above ``max_pixels``."""
+    return preprocess(load_image(path, draft=decode_target(card), max_pixels=max_pixels), card)
 
 
 def stack(arrays: Sequence[np.ndarray]) -> np.ndarray:

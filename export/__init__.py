@@ -1,4 +1,5 @@
-"""Export stage: fold the DER head, write and verify ONNX (FP32/FP16/INT8), build TensorRT engines.
+"""Export stage: fold the DER head, write and verify ONNX (FP32/FP16/INT8); TensorRT plans are built by
+``der_deploy.backends.tensorrt.builder`` (re-exported here as ``build_engine``).
 
 The public surface, resolved lazily so ``import der_deploy.export`` loads neither torch, onnx nor TensorRT::
 
@@ -9,11 +10,11 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "export_onnx": "onnx_export",  # checkpoint -> verified FP32 ONNX (torch)
-    "convert_fp16": "precision",  # FP32 ONNX -> mixed-precision FP16 ONNX
-    "quantize_int8": "quantize",  # FP32 ONNX + calibration images -> static INT8 Q/DQ ONNX
-    "build_engine": "tensorrt",  # ONNX -> TensorRT plan + sidecar
-    "BatchProfile": "profile", "parse_profile": "profile",  # --batch MIN:OPT:MAX
+    "export_onnx": "der_deploy.export.onnx_export",  # checkpoint -> verified FP32 ONNX (torch)
+    "convert_fp16": "der_deploy.export.precision",  # FP32 ONNX -> mixed-precision FP16 ONNX
+    "quantize_int8": "der_deploy.export.quantize",  # FP32 ONNX + calibration images -> static INT8 Q/DQ ONNX
+    "build_engine": "der_deploy.backends.tensorrt.builder",  # ONNX -> TensorRT plan + sidecar
+    "BatchProfile": "der_deploy.artifact.profile", "parse_profile": "der_deploy.artifact.profile",  # --batch MIN:OPT:MAX
 }
 
 __all__ = sorted(_EXPORTS)
@@ -21,7 +22,7 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -18,7 +18,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from der_deploy.card import ModelCard
+from der_deploy.artifact.card import ModelCard
 from der_deploy.errors import DerError, ImageError
 from der_deploy.fileio import sha256_file, write_text
 

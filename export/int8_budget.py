@@ -156,7 +156,7 @@ def plan_int8(src_onnx: str | Path, calib, *, data: str | Path, split: str = "va
     """Search the exclusion set; return the plan (``met`` False means refused: see :func:`refusal`)."""
     from der_deploy.progress import err_console
 
-    from .onnx_export import load_onnx
+    from .graph import load_onnx
     from .quantize import quantize_int8
 
     budget = budget or Budget()
@@ -232,9 +232,12 @@ def plan_int8(src_onnx: str | Path, calib, *, data: str | Path, split: str = "va
 
 def sensitivity_path(cache: str | Path) -> Path:
     """der.calib.json -> der.int8-sensitivity.json: lets a second budget on the same data skip the pass."""
+    from der_deploy.artifact.variants import SUFFIXES
+
     cache = Path(cache)
-    stem = cache.name[:-len(".calib.json")] if cache.name.endswith(".calib.json") else cache.stem
-    return cache.with_name(stem + ".int8-sensitivity.json")
+    calib = SUFFIXES["calib"]
+    stem = cache.name[:-len(calib)] if cache.name.endswith(calib) else cache.stem
+    return cache.with_name(stem + SUFFIXES["sensitivity"])
 
 
 def _cached_sensitivity(src: Path, calib, split: SplitData, units: Sequence[Unit], cache: Path, calib_max: int):

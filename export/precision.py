@@ -20,7 +20,9 @@ import numpy as np
 
 from der_deploy.errors import ExportError
 
-from .onnx_export import PRECISION_KEY, card_from_model, check_model, head_node_names, load_onnx, metadata, save_onnx, set_metadata
+from der_deploy.artifact.keys import PRECISION_KEY
+
+from .graph import card_from_model, check_model, head_node_names, load_onnx, metadata, save_onnx, set_metadata
 
 # Ops allowed to run in FP16 (type-generic ops whose FP16 kernels exist in ORT CPU and TensorRT).
 FP16_OPS = frozenset({

@@ -23,10 +23,11 @@ from der_deploy.fileio import check_writable
 
 from .calibration import (DEFAULT_CALIB_MAX, CalibrationReader, cached_ranges_valid, calibration_images, calibration_key,
                           store_ranges)
-from .onnx_export import PRECISION_KEY, card_from_model, check_model, head_node_names, load_onnx, metadata, save_onnx, set_metadata
+from der_deploy.artifact.keys import CARD_KEY, INT8_PLAN_KEY, PRECISION_KEY
+
+from .graph import card_from_model, check_model, head_node_names, load_onnx, metadata, save_onnx, set_metadata
 
 SCHEMES = ("u8s8", "s8s8")
-PLAN_KEY = "der_deploy.int8_plan"  # JSON: which layers stay in floating point and the measured budget check
 
 
 @contextlib.contextmanager
@@ -43,8 +44,9 @@ def _quiet_root_logger():
 
 def default_cache(src: str | Path) -> Path:
     """der.onnx -> der.calib.json: shared by every INT8 variant made from the same FP32 file."""
-    src = Path(src)
-    return src.with_name(src.stem + ".calib.json")
+    from der_deploy.artifact.variants import variant_paths
+
+    return variant_paths(src)["calib"]
 
 
 def quantize_int8(
@@ -72,7 +74,7 @@ def quantize_int8(
     remain a fused INT8 kernel in ORT and TensorRT: rewiring the excluded node to the tensor before the Q
     left the producer unfused and cost resnet18 half its INT8 speed here). ``half_excluded`` runs them in
     FP16 (what TensorRT's strongly typed engine then does). ``only``: quantize just these nodes (layer
-    sensitivity). ``plan``: JSON stored under :data:`PLAN_KEY`. ``require_cached``: fail instead of
+    sensitivity). ``plan``: JSON stored under :data:`~der_deploy.artifact.keys.INT8_PLAN_KEY`. ``require_cached``: fail instead of
     calibrating (a search must reuse one calibration pass).
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -122,11 +124,11 @@ def quantize_int8(
     for k in list(meta):  # the quantizer rebuilds the model; put every der_deploy.* key back
         if not k.startswith("der_deploy."):
             meta.pop(k)
-    meta.pop("der_deploy.card", None)
+    meta.pop(CARD_KEY, None)
     meta[PRECISION_KEY] = f"int8-{scheme}"
-    meta.pop(PLAN_KEY, None)
+    meta.pop(INT8_PLAN_KEY, None)
     if plan is not None:
-        meta[PLAN_KEY] = plan
+        meta[INT8_PLAN_KEY] = plan
     set_metadata(qmodel, card, **meta)
     qmodel = check_model(qmodel, str(dst))
     return save_onnx(qmodel, dst, verify)

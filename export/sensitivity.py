@@ -16,6 +16,7 @@ blocks (33 + stem) ~2 h. Layers give finer, cheaper exclusions, so they are used
 """
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ import numpy as np
 from der_deploy import metrics
 from der_deploy.errors import DerError
 
-from .onnx_export import head_node_names
+from .graph import head_node_names
 
 GRANULARITIES = ("auto", "layer", "block")
 LAYER_LIMIT = 40
@@ -140,10 +141,12 @@ class SplitData:
 
 def load_split(fp32_onnx: str | Path, data: str | Path, split: str, *, data_format: str | None = None,
                max_images: int | None = None) -> SplitData:
-    from der_deploy.datasets import open_dataset
-    from der_deploy.runtime.pipeline import preprocess_batches
+    from concurrent.futures import ThreadPoolExecutor
 
-    from .onnx_export import read_onnx_card
+    from der_deploy.datasets import open_dataset
+    from der_deploy.images import load_and_preprocess, stack
+
+    from .graph import read_onnx_card
     from .verify import run_onnx
 
     card = read_onnx_card(fp32_onnx)
@@ -155,7 +158,9 @@ def load_split(fp32_onnx: str | Path, data: str | Path, split: str, *, data_form
     if n == 0:
         raise DerError(f"{data}: split {split!r} has no images; pick another with --split")
     paths = list(ds.paths)[:n]
-    images = np.concatenate(list(preprocess_batches(paths, card, batch_size=EVAL_BATCH)))
+    # Strict and ordered: the first unreadable file raises its ImageError (exact metrics need every image).
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        images = stack(list(pool.map(lambda path: load_and_preprocess(path, card), paths)))
     targets = ds.targets()[:n]
     ref = run_onnx(fp32_onnx, images, ["logits", "scores"], batch=EVAL_BATCH)
     return SplitData(images, targets, card.classes, ref["logits"], metrics.average_precision(ref["scores"], targets),

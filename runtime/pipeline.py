@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from der_deploy.card import ModelCard
+from der_deploy.artifact.card import ModelCard
 from der_deploy.errors import ImageError
 from der_deploy.images import load_and_preprocess, preprocess, stack
 
@@ -32,10 +32,11 @@ def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def prepare(item: Any, card: ModelCard) -> np.ndarray:
-    """One input -> float32 (3, H, W): a path is decoded, a PIL image preprocessed, an array checked."""
+def prepare(item: Any, card: ModelCard, max_pixels: int | None = None) -> np.ndarray:
+    """One input -> float32 (3, H, W): a path is decoded (the card's decode mode, ``max_pixels``), a PIL image
+    preprocessed, an array checked."""
     if isinstance(item, (str, os.PathLike)):
-        return load_and_preprocess(item, card)
+        return load_and_preprocess(item, card, max_pixels=max_pixels)
     if isinstance(item, Image.Image):
         return preprocess(item, card)
     if isinstance(item, np.ndarray):

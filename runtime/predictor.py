@@ -10,6 +10,7 @@ Labels are ordered by descending score (ties by class order); ``scores`` holds e
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass, field
@@ -19,12 +20,13 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from der_deploy.card import ModelCard
+from der_deploy.artifact.card import ModelCard
+from der_deploy.artifact.files import read_card
+from der_deploy.backends import BaseRunner, open_runner
 from der_deploy.errors import EngineError
+from der_deploy.images import DEFAULT_MAX_PIXELS
 
-from .artifacts import open_runner, read_card
-from .base import BaseRunner
-from .pipeline import Batch, PipelineStats, as_path, check_chw, run_pipeline
+from .pipeline import Batch, PipelineStats, as_path, check_chw, prepare, run_pipeline
 
 INPUT_NAME = "images"
 CADM = "cadm"
@@ -73,19 +75,31 @@ class Predictor:
 
     ``batch_size`` is the pipeline batch; batches beyond the engine's own maximum are split (and a fixed
     batch dimension is padded). ``workers``: decode threads (None: up to 4, 0: decode inline).
+    ``backend``: "auto", "ort", "trt" or "openvino" (see :mod:`der_deploy.backends.registry`). OpenVINO only:
+    ``precision`` ("fp32" default, "bf16", "fp16"; refused where the CPU cannot run it natively), ``ov_mode``
+    ("latency" default, or "throughput": a batch split over concurrent infer requests), ``ov_cache_dir``
+    (compiled-model cache; default ``$DER_OV_CACHE_DIR``). Giving them with another backend is an error.
+    ``intra_op_threads``: CPU threads of ONNX Runtime or OpenVINO. ``max_pixels``: files whose decoded size is
+    above it become error results, refused from their header (der_deploy.images; 0 or None: no limit).
     """
 
     def __init__(self, engine: str | Path, *, backend: str = "auto", providers=None, batch_size: int = 8,
-                 workers: int | None = None, executor: str = "thread", intra_op_threads: int | None = None):
+                 workers: int | None = None, executor: str = "thread", intra_op_threads: int | None = None,
+                 precision: str | None = None, ov_mode: str | None = None, ov_cache_dir: str | Path | None = None,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_pixels is not None and max_pixels < 0:
+            raise ValueError(f"max_pixels must be >= 0 (0: no limit), got {max_pixels}")
+        self.max_pixels = max_pixels
         self.engine = Path(engine)
         self.card: ModelCard = read_card(self.engine)
         self.batch_size = batch_size
         self.workers = workers
         self.executor = executor
         self.last_stats: PipelineStats | None = None
-        runner = open_runner(self.engine, backend=backend, providers=providers, intra_op_threads=intra_op_threads)
+        runner = open_runner(self.engine, backend=backend, providers=providers, intra_op_threads=intra_op_threads,
+                             precision=precision, mode=ov_mode, cache_dir=ov_cache_dir)
         runner.activate()
         self.runner: BaseRunner = runner
         try:
@@ -123,6 +137,22 @@ class Predictor:
             raise EngineError(f"{self.engine}: engine has {c} class outputs but the card lists "
                               f"{self.card.num_classes} classes; re-export the model")
         self.output_names = list(outputs)
+
+    @property
+    def backend_summary(self) -> str:
+        """What runs the engine, for summary lines: "ONNX Runtime 1.23.2 CPU", "OpenVINO 2026.4 CPU bf16, 4 requests"."""
+        summary = getattr(self.runner, "summary", None)
+        if callable(summary):  # OpenVINO reads back what it compiled
+            return summary()
+        import sys
+
+        providers = getattr(self.runner, "providers", None)
+        if providers is not None:
+            version = getattr(sys.modules.get("onnxruntime"), "__version__", "")
+            names = [p.removesuffix("ExecutionProvider").replace("Tensorrt", "TensorRT") for p in providers]
+            return f"ONNX Runtime {version} {'+'.join(names)}"
+        trt = sys.modules.get("tensorrt")
+        return f"TensorRT {getattr(trt, '__version__', '')} GPU" if trt is not None else type(self.runner).__name__
 
     @property
     def has_cadm(self) -> bool:
@@ -175,7 +205,7 @@ class Predictor:
         self.last_stats = PipelineStats()
         return run_pipeline(items, self.card, self.infer_batch, batch_size=self.batch_size, workers=self.workers,
                             executor=self.executor, progress=progress, description=description,
-                            stats=self.last_stats)
+                            stats=self.last_stats, loader=functools.partial(prepare, max_pixels=self.max_pixels))
 
     def collect(self, items: Sequence[Any], names: Sequence[str] = ("logits", "scores"), *,
                 progress: bool = False) -> dict[str, np.ndarray]:
@@ -248,3 +278,16 @@ class Predictor:
         elif isinstance(inputs, (str, os.PathLike, Image.Image, np.ndarray)):
             inputs = [inputs]
         return list(self.predict_iter(inputs, threshold=threshold, top_k=top_k, with_cadm=with_cadm))
+
+
+def measure(engine: str | Path, images: Sequence[Any], *, batch_size: int = 8, backend: str = "ort",
+            **options: Any) -> dict[str, Any]:
+    """der-infer's own numbers for ``engine`` on ``images``: a warm-up, then one ordered pass through the
+    Predictor (pooled decode overlapped with batched inference). Used by der-bench and der-serve load."""
+    images = list(images)
+    with Predictor(engine, backend=backend, batch_size=batch_size, **options) as predictor:
+        predictor.predict(images[: 2 * batch_size])  # warm-up: sessions, pools and caches
+        results = list(predictor.predict_iter(images))
+        stats = predictor.last_stats
+    return {"images": len(results), "batch": batch_size, "end_to_end_img_s": stats.images_per_s,
+            "engine_only_img_s": stats.engine_images_per_s, "decode_wait_s": stats.wait_s}

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from der_deploy import metrics
-from der_deploy.card import ONNX_METADATA_KEY, ModelCard
+from der_deploy.artifact.card import ONNX_METADATA_KEY, ModelCard
 from der_deploy.fileio import atomic_path
 
 
@@ -51,7 +51,7 @@ def copy_plan_with_card(src: Path, dst: Path, card: ModelCard) -> Path:
 
     from der_deploy.fileio import write_bytes
 
-    from .sidecar import read_sidecar, write_sidecar
+    from der_deploy.artifact.sidecar import read_sidecar, write_sidecar
 
     sidecar = read_sidecar(src)
     write_bytes(dst, src.read_bytes())

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make cpp`: build the C++ SDK (der_runtime, der-infer-cpp, tests) into build/cpp. On a fresh machine it first
 # installs the missing Debian packages (only those `dpkg -s` reports missing; needs root, as in CI) and the
-# ONNX Runtime SDK (scripts/ort_sdk.sh, cached in build/deps). Re-running only rebuilds what changed.
+# ONNX Runtime SDK (scripts/ort_sdk.sh, cached in build/deps); OpenVINO from .venv's wheel when installed.
+# Re-running only rebuilds what changed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${CPP_BUILD_DIR:-$ROOT/build/cpp}"
@@ -27,7 +28,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 bash "$ROOT/scripts/ort_sdk.sh"
+# OpenVINO (optional backend): the pip wheel in .venv carries the C++ headers and OpenVINOConfig.cmake.
+OV_ARGS=()
+if [ -x "$ROOT/.venv/bin/python" ] && OV_DIR="$("$ROOT/.venv/bin/python" -c \
+    'import openvino, os; print(os.path.dirname(openvino.__file__) + "/cmake")' 2>/dev/null)" \
+    && [ -f "$OV_DIR/OpenVINOConfig.cmake" ]; then
+  OV_ARGS=(-DOpenVINO_DIR="$OV_DIR")
+fi
 cmake -S "$ROOT/runtime/cpp" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release \
-  -DONNXRUNTIME_ROOT="$ROOT/build/deps/onnxruntime" >/dev/null
+  -DONNXRUNTIME_ROOT="$ROOT/build/deps/onnxruntime" ${OV_ARGS[@]+"${OV_ARGS[@]}"} >/dev/null
 cmake --build "$BUILD" -j "$JOBS"
 echo "cpp: built $BUILD/der-infer-cpp" >&2

@@ -6,11 +6,12 @@ from typing import Any
 
 import torch
 
-from der_deploy.card import ModelCard
+from der_deploy.artifact.card import ModelCard
 from der_deploy.errors import CardError, CheckpointError
 from der_deploy.fileio import atomic_path
 
 from .model import ARCHS, DER, HEADS
+from .safe_load import torch_load
 
 FORMAT = "der-deploy/checkpoint"
 VERSION = 1
@@ -33,17 +34,6 @@ def save_checkpoint(path: str | Path, model: DER, card: ModelCard, **extra: Any)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)
-
-
-def torch_load(path: Path, missing: str, unreadable: str) -> Any:
-    """``torch.load(weights_only=True)`` with one-line errors; ``unreadable`` may use ``{reason}``."""
-    if not path.is_file():
-        raise CheckpointError(f"{path}: {missing}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many kinds for foreign or corrupt files
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-        raise CheckpointError(f"{path}: {unreadable.format(reason=reason)}") from None
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from der_deploy.card import ModelCard
+from der_deploy.artifact.card import ModelCard
 from der_deploy.errors import ImageError
 from der_deploy.images import load_and_preprocess, load_image, preprocess, resampling
 
@@ -70,7 +70,9 @@ class TrainImages(_Base):
         rng = np.random.default_rng((self.seed, self.epoch, index))
         h, w = self.card.input_size
         rh, rw = train_resize((h, w))
-        img = load_image(path).resize((rw, rh), resampling(self.card.interpolation))
+        # A draft card shrinks JPEGs on load here too (to cover the resize), so training sees what inference sees.
+        img = load_image(path, draft=(rh, rw) if self.card.decode == "draft" else None)
+        img = img.resize((rw, rh), resampling(self.card.interpolation))
         top, left = int(rng.integers(0, rh - h + 1)), int(rng.integers(0, rw - w + 1))
         img = img.crop((left, top, left + w, top + h))
         if rng.random() < 0.5:

@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from der_deploy.card import ModelCard
+from der_deploy.artifact.card import DECODE_MODES, ModelCard
 from der_deploy.datasets import open_dataset
 from der_deploy.errors import CheckpointError, DatasetError, DerError
 from der_deploy.fileio import atomic_path, check_writable
 from der_deploy.metrics import average_precision
 from der_deploy.progress import err_console, track
 
+from . import amp as amp_
 from . import distributed as ddp
 from .checkpoint import read_checkpoint, save_checkpoint
 from .data import EvalImages, TrainImages, check_batch, make_loader
@@ -63,6 +64,8 @@ class TrainConfig:
     clip_grad: float | None = None  # max gradient L2 norm; 0 = no clipping
     warmup_epochs: float | None = None  # linear per-step warm-up of the learning rate; 0 = none
     max_bad_steps: int = DEFAULT_MAX_BAD_STEPS  # this many non-finite steps in a row abort the run
+    amp: str | None = None  # mixed precision of the training forward pass: "off", "bf16", "fp16" (amp.py)
+    decode: str = "full"  # the card's image decoding: "draft" shrinks JPEGs on load, in training and every runtime
 
     def validate(self) -> None:
         if self.arch not in ARCHS:
@@ -80,6 +83,8 @@ class TrainConfig:
                   ((self.clip_grad or 0) >= 0, "--clip-grad must be >= 0 (0 = no clipping)"),
                   ((self.warmup_epochs or 0) >= 0, "--warmup-epochs must be >= 0"),
                   (self.max_bad_steps >= 1, "--max-bad-steps must be at least 1"),
+                  (self.amp in (None, *amp_.MODES), f"unknown --amp {self.amp!r}; use one of {', '.join(amp_.MODES)}"),
+                  (self.decode in DECODE_MODES, f"unknown --decode {self.decode!r}; use one of {', '.join(DECODE_MODES)}"),
                   (not (self.pretrained and self.backbone_weights), "give either --pretrained or --backbone-weights, not both")]
         for ok, message in checks:
             if not ok:
@@ -164,7 +169,8 @@ def build_model(cfg: TrainConfig, num_classes: int) -> DER:
 
 
 def make_card(cfg: TrainConfig, dataset) -> ModelCard:
-    card = ModelCard(classes=list(dataset.classes), arch=cfg.arch, input_size=tuple(int(v) for v in cfg.input_size))
+    card = ModelCard(classes=list(dataset.classes), arch=cfg.arch, input_size=tuple(int(v) for v in cfg.input_size),
+                     decode=cfg.decode)
     card.provenance["data"] = {"path": str(Path(cfg.data).resolve()), "name": dataset.name, "format": dataset.format,
                                "split": cfg.train_split, "val_split": cfg.val_split}
     return card
@@ -175,7 +181,8 @@ def _resume(cfg: TrainConfig, model: DER, optimizer, scheduler, card: ModelCard)
     data = read_checkpoint(path)
     for key, have, want in (("arch", data["arch"], cfg.arch), ("head", data["head"], cfg.head),
                             ("input size", list(data["input_size"]), list(cfg.input_size)),
-                            ("classes", data["card"].get("classes"), card.classes)):
+                            ("classes", data["card"].get("classes"), card.classes),
+                            ("decode", data["card"].get("decode", "full"), card.decode)):
         if have != want:
             raise CheckpointError(f"{path}: was trained with {key} {have}, this run has {want}; resume with the same options")
     missing = [k for k in ("optimizer", "scheduler", "epoch", "history") if k not in data]
@@ -192,7 +199,7 @@ def _resume(cfg: TrainConfig, model: DER, optimizer, scheduler, card: ModelCard)
     epoch = int(data["epoch"])
     if epoch >= cfg.epochs:
         raise DerError(f"{path}: already trained for {epoch} epochs; raise --epochs above {epoch} to continue")
-    return epoch, data.get("best"), list(data["history"]), dict(data.get("config") or {})
+    return epoch, data.get("best"), list(data["history"]), dict(data.get("config") or {}), data.get("scaler")
 
 
 def _stability_settings(cfg: TrainConfig, saved: dict[str, Any] | None) -> TrainConfig:
@@ -211,10 +218,13 @@ def _set_threads(env: ddp.DistEnv) -> None:
 
 
 def _train_epoch(net, loader, optimizer, cfg: TrainConfig, env: ddp.DistEnv, epoch: int, guard: StepGuard,
-                 good: Path) -> dict[str, float]:
-    """One epoch; ``good`` is the checkpoint that a divergence leaves as the last good one."""
+                 good: Path, precision: amp_.Precision | None = None) -> dict[str, float]:
+    """One epoch; ``good`` is the checkpoint that a divergence leaves as the last good one. ``precision``
+    carries the fp16 loss scale from epoch to epoch (default: a fresh one for ``cfg.amp``)."""
     net.train()
-    sums = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]  # loss, cls, lce, rank (image-weighted), images, skipped steps
+    precision = precision or amp_.Precision(cfg.amp, env.device)
+    # loss, cls, lce, rank (image-weighted), images, skipped steps, steps the fp16 loss scaler skipped
+    sums = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
     bases = [group["lr"] for group in optimizer.param_groups]  # this epoch's step-schedule rates
     steps = len(loader)
     warmup_steps = round(cfg.warmup_epochs * steps)
@@ -226,13 +236,17 @@ def _train_epoch(net, loader, optimizer, cfg: TrainConfig, env: ddp.DistEnv, epo
             group["lr"] = base * factor
         lrs.append(bases[0] * factor)
         guard.before_forward()
-        out = net(batch.images.to(env.device))
-        parts = der_loss(out, batch.targets.to(env.device), alpha=cfg.alpha, beta=cfg.beta)
+        with precision.autocast():
+            out = net(batch.images.to(env.device))
+        # The losses run outside autocast on float32 copies of the outputs (Precision.float32 says why).
+        parts = der_loss(precision.float32(out), batch.targets.to(env.device), alpha=cfg.alpha, beta=cfg.beta)
         optimizer.zero_grad(set_to_none=True)
-        parts.total.backward()  # also on a bad loss: under DDP every rank must join the gradient all-reduce
+        precision.backward(parts.total)  # also on a bad loss: under DDP every rank must join the all-reduce
+        precision.unscale(optimizer)
         norm = float(grad_norm(net.parameters(), cfg.clip_grad))
-        ok = guard.check(float(parts.total.detach()), norm)
+        ok = guard.check(float(parts.total.detach()), norm, scaled=precision.scaler is not None)
         if not ddp.all_agree(env, ok):
+            precision.skipped()
             sums[5] += 1
             if guard.skip(optimizer):
                 raise TrainingDiverged(
@@ -240,18 +254,22 @@ def _train_epoch(net, loader, optimizer, cfg: TrainConfig, env: ddp.DistEnv, epo
                     f"(epoch {epoch + 1}, step {i + 1}: {guard.last_bad or 'on another rank'}); "
                     f"{kept_checkpoint(good, epoch)}")
             continue
-        guard.good()
-        optimizer.step()
+        if precision.step(optimizer):
+            guard.good()
+        else:
+            sums[6] += 1  # fp16 overflow: the scaler skipped the update and lowered its scale (amp.py)
         n = len(batch.indices)
         for k, part in enumerate(parts):
             sums[k] += float(part.detach()) * n
         sums[4] += n
     for group, base in zip(optimizer.param_groups, bases):
         group["lr"] = base  # the step scheduler scales the stored rate
-    total, cls, lce, rank, n, skipped = ddp.all_sum(env, sums)
+    total, cls, lce, rank, n, skipped, scaler_skipped = ddp.all_sum(env, sums)
     skipped /= env.world_size  # every rank counted the same skips
+    scaler_skipped /= env.world_size
     n = n if n > 0 else float("nan")  # every step skipped: no loss to report
     return {"loss": total / n, "cls": cls / n, "lce": lce / n, "rank": rank / n, "skipped": int(skipped),
+            "scaler_skipped": int(scaler_skipped),
             "lr": lrs[-1] if lrs else bases[0], "lr_first": lrs[0] if lrs else bases[0]}
 
 
@@ -261,6 +279,8 @@ def _summary(record: dict[str, Any], epochs: int, is_best: bool) -> str:
     if record.get("lr_first", record["lr"]) != record["lr"]:
         lr = f"{record['lr_first']:.3g}->{lr} (warm-up)"
     skipped = f"  {StepGuard.describe(record['skipped'])}" if record.get("skipped") else ""
+    if record.get("scaler_skipped"):
+        skipped += f"  loss scaler skipped {record['scaler_skipped']}"
     return (f"epoch {record['epoch']}/{epochs}  loss {record['loss']:.4f} (cls {record['cls']:.4f} "
             f"lce {record['lce']:.4f} rank {record['rank']:.4f})  mAP {maps}  lr {lr}{skipped}  "
             f"{record['time']:.1f}s{'  *best' if is_best else ''}")
@@ -282,7 +302,17 @@ def train(cfg: TrainConfig) -> TrainResult:
         ddp.cleanup(env)
 
 
+def _header(cfg: TrainConfig, env: ddp.DistEnv, n_train: int, n_val: int, start: int) -> str:
+    world = f" x {env.world_size} processes" if env.world_size > 1 else ""
+    size = "x".join(str(int(v)) for v in cfg.input_size)
+    return (f"training {cfg.arch} ({cfg.head} head) at {size} on {env.device}{world}: {n_train} {cfg.train_split!r} "
+            f"images, validating on {n_val} {cfg.val_split!r}; epochs {start + 1}-{cfg.epochs}, batch {cfg.batch_size}, "
+            f"lr {cfg.lr:g}, clip-grad {cfg.clip_grad:g}, warm-up {cfg.warmup_epochs:g}, amp {cfg.amp}")
+
+
 def _train(cfg: TrainConfig, env: ddp.DistEnv) -> TrainResult:
+    if cfg.amp is not None:
+        amp_.check(cfg.amp, env.device)  # before any work: no silent float32 run, no late refusal
     _set_threads(env)
     torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
     output = check_writable(cfg.output)
@@ -298,12 +328,16 @@ def _train(cfg: TrainConfig, env: ddp.DistEnv) -> TrainResult:
     model = build_model(cfg, len(train_ds.classes)).to(env.device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
-    start, best, history, saved = 0, None, [], None
+    start, best, history, saved, scaler_state = 0, None, [], None, None
     if cfg.resume:
-        start, best, history, saved = _resume(cfg, model, optimizer, scheduler, card)
+        start, best, history, saved, scaler_state = _resume(cfg, model, optimizer, scheduler, card)
         if best is not None and not output.exists():
             best = None  # the best file of that run is elsewhere: track a new best for this output
-    cfg = _stability_settings(cfg, saved)
+    requested = cfg.amp
+    cfg = dataclasses.replace(_stability_settings(cfg, saved), amp=amp_.resolve(cfg.amp, saved))
+    amp_.check(cfg.amp, env.device, cfg.resume if requested is None else None)  # e.g. fp16 resumed on a CPU
+    precision = amp_.Precision(cfg.amp, env.device)
+    precision.load_state_dict(scaler_state)  # fp16 -> fp16: continue with the loss scale the run had reached
     guard = StepGuard(model, cfg.max_bad_steps)
     net = ddp.wrap(model, env)
 
@@ -315,13 +349,16 @@ def _train(cfg: TrainConfig, env: ddp.DistEnv) -> TrainResult:
     val_loader = make_loader(EvalImages(val_ds, card), cfg.batch_size,
                              sampler=ddp.sampler(val_ds, env, shuffle=False, seed=0), workers=cfg.workers)
     val_targets = val_ds.targets()
+    if env.is_main:
+        err_console.print(_header(cfg, env, len(train_ds), len(val_ds), start), markup=False, highlight=False,
+                          soft_wrap=True)
 
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         train_sampler.set_epoch(epoch)
         train_images.set_epoch(epoch)
         good = last if epoch > start or not cfg.resume else Path(cfg.resume)
-        losses = _train_epoch(net, train_loader, optimizer, cfg, env, epoch, guard, good)
+        losses = _train_epoch(net, train_loader, optimizer, cfg, env, epoch, guard, good, precision)
         scheduler.step()
         ddp.sync_buffers(net, env)
         logits = _predict(net, val_loader, env, len(val_ds))
@@ -342,7 +379,8 @@ def _train(cfg: TrainConfig, env: ddp.DistEnv) -> TrainResult:
                        "ap": [float(v) for v in ap], "loss": losses}
             save_checkpoint(last, model, card, config=cfg.to_dict(), metrics=metrics, epoch=epoch + 1,
                             optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                            history=history, best=best, rng=torch.get_rng_state())
+                            history=history, best=best, rng=torch.get_rng_state(),
+                            **({"scaler": precision.state_dict()} if precision.scaler is not None else {}))
             if is_best:
                 with atomic_path(output) as tmp:
                     shutil.copyfile(last, tmp)

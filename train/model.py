@@ -96,7 +96,7 @@ def load_backbone_weights(model: DER, path) -> None:
     """
     from pathlib import Path
 
-    from .checkpoint import torch_load
+    from .safe_load import torch_load
 
     path = Path(path)
     hint = f"pass a torchvision {model.arch} state dict"

@@ -63,9 +63,10 @@ class StepGuard:
             for saved, buf in zip(self.saved, self.buffers):
                 saved.copy_(buf)
 
-    def check(self, loss: float, norm: float) -> bool:
-        """True if this rank's step may be applied (ranks then agree: :meth:`good` or :meth:`skip`)."""
-        ok = math.isfinite(loss) and math.isfinite(norm)
+    def check(self, loss: float, norm: float, *, scaled: bool = False) -> bool:
+        """True if this rank's step may be applied (ranks then agree: :meth:`good` or :meth:`skip`).
+        ``scaled``: fp16 loss scaling is on, so a non-finite gradient is the scaler's to handle (amp.py)."""
+        ok = math.isfinite(loss) and (scaled or math.isfinite(norm))
         self.last_bad = "" if ok else f"loss {loss:.4g}, gradient norm {norm:.4g}"
         return ok
 

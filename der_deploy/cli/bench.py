@@ -20,7 +20,7 @@ def _batches(ctx, param, value: str) -> tuple[int, ...]:
     return out
 
 
-FORMATS = ("torch", "ort-fp32", "ort-fp16", "ort-int8", "trt")
+FORMATS = ("torch", "ort-fp32", "ort-fp16", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8", "trt")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,7 +38,8 @@ FORMATS = ("torch", "ort-fp32", "ort-fp16", "ort-int8", "trt")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the report as JSON.")
 @handle_errors
 def main(model, data, split, workdir, batches, iters, warmup, formats, calib_max, int8_onnx, json_out):
-    """Benchmark MODEL (a der-train checkpoint) as PyTorch eager, ONNX Runtime FP32/FP16/INT8 and TensorRT.
+    """Benchmark MODEL (a der-train checkpoint) as PyTorch eager, ONNX Runtime FP32/FP16/INT8, OpenVINO
+    FP32/BF16/INT8 (the same files) and TensorRT, side by side in one table.
 
     With DATA, also reports mAP and ΔmAP vs PyTorch on its split. Speed is measured on random inputs at each
     batch size, every row in its own process (peak memory = that process's peak RSS).
@@ -46,7 +47,7 @@ def main(model, data, split, workdir, batches, iters, warmup, formats, calib_max
     from der_deploy.errors import DerError
     from der_deploy.fileio import human_size, write_text
     from der_deploy.progress import err_console, out_console, table
-    from der_deploy.runtime.bench import ratio, run_benchmark
+    from der_deploy.tools.bench import ratio, run_benchmark
 
     chosen = tuple(f.strip() for f in formats.split(",") if f.strip())
     unknown = sorted(set(chosen) - set(FORMATS))
@@ -62,15 +63,16 @@ def main(model, data, split, workdir, batches, iters, warmup, formats, calib_max
         return "-" if v is None else f"{v:.1f}"
 
     b_lat = batches[0]
-    cols = ["format", "precision", "size", "mAP", "ΔmAP (pt)", *[f"img/s b{b}" for b in batches],
+    cols = ["format", "precision", "size", "mAP", "ΔmAP (pt)", "worst class ΔAP", *[f"img/s b{b}" for b in batches],
             f"p50 ms b{b_lat}", f"p99 ms b{b_lat}", "peak MB", "note"]
     rows = []
     for r in report.rows:
+        worst = "-" if r.worst_delta_ap_pt is None else f"{r.worst_class} {r.worst_delta_ap_pt:+.2f}"
         rows.append((r.format, r.precision, human_size(r.size_bytes) if r.size_bytes else "-",
                      "-" if r.map is None else f"{100 * r.map:.2f}",
-                     "-" if r.delta_map_pt is None else f"{r.delta_map_pt:+.3f}",
+                     "-" if r.delta_map_pt is None else f"{r.delta_map_pt:+.3f}", worst,
                      *[speed(r, b, "img_s") for b in batches], speed(r, b_lat, "p50_ms"), speed(r, b_lat, "p99_ms"),
-                     "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}", r.note))
+                     "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}", r.note or r.runtime))
     out_console.print(table(f"der-bench {model.name}", cols, rows))
 
     b_big = batches[-1]
@@ -80,7 +82,11 @@ def main(model, data, split, workdir, batches, iters, warmup, formats, calib_max
     out_console.print(
         f"ratios at batch {b_big}: ORT FP32 / PyTorch eager = {ratio(ips('ONNX Runtime', 'fp32'), ips('PyTorch eager', 'fp32'))}, "
         f"INT8 / FP32 = {ratio(ips('ONNX Runtime', 'int8'), ips('ONNX Runtime', 'fp32'))}, "
-        f"FP16 / FP32 = {ratio(ips('ONNX Runtime', 'fp16'), ips('ONNX Runtime', 'fp32'))}")
+        f"FP16 / FP32 = {ratio(ips('ONNX Runtime', 'fp16'), ips('ONNX Runtime', 'fp32'))}; "
+        f"OpenVINO vs ORT FP32: fp32 {ratio(ips('OpenVINO', 'fp32'), ips('ONNX Runtime', 'fp32'))}, "
+        f"bf16 {ratio(ips('OpenVINO', 'bf16'), ips('ONNX Runtime', 'fp32'))}, "
+        f"int8 {ratio(ips('OpenVINO', 'int8'), ips('ONNX Runtime', 'fp32'))} "
+        f"(vs ORT INT8 {ratio(ips('OpenVINO', 'int8'), ips('ONNX Runtime', 'int8'))})")
     if e2e.get("error"):
         out_console.print(f"end to end: not measured ({e2e['error']})")
     elif e2e:
@@ -88,6 +94,14 @@ def main(model, data, split, workdir, batches, iters, warmup, formats, calib_max
             f"end to end (der-infer pipeline, {e2e['images']} images, batch {e2e['batch']}): "
             f"{e2e['end_to_end_img_s']:.1f} img/s vs engine-only {e2e['engine_only_img_s']:.1f} img/s in the same run "
             f"({ratio(e2e['end_to_end_img_s'], e2e['engine_only_img_s'])})")
+    ov = report.end_to_end_openvino
+    if ov.get("error"):
+        out_console.print(f"end to end on OpenVINO: not measured ({ov['error']})")
+    elif ov:
+        out_console.print(
+            f"end to end on OpenVINO (der-infer --backend openvino, {ov['images']} images, batch {ov['batch']}): "
+            f"{ov['end_to_end_img_s']:.1f} img/s vs engine-only {ov['engine_only_img_s']:.1f} img/s "
+            f"({ratio(ov['end_to_end_img_s'], ov['engine_only_img_s'])})")
     out_console.print("export times: " + ", ".join(f"{k} {v:.1f} s" for k, v in report.exports.items()))
     if json_out:
         write_text(json_out, json.dumps(report.to_dict(), indent=2) + "\n")

@@ -1,4 +1,4 @@
-"""``der-doctor``: which backends, execution providers, GPUs and versions this machine has -- and why not.
+"""``der-doctor``: which backends, execution providers, GPUs, CPU features and versions this machine has -- and why not.
 
 Every probe runs in its own try/except and records the reason, so the command never crashes. torch is
 never imported (its version comes from the package metadata): the runtime must stay torch-free.
@@ -22,6 +22,7 @@ TRT_HINT = ("pip install der-deploy[trt] on a machine with an NVIDIA GPU (CUDA 1
 # ONNX Runtime's TensorRT provider loads TensorRT 11 only from 1.27 on.
 ORT_FOR_TRT11 = (1, 27)
 GPU_HINT = "GPU providers need onnxruntime-gpu: pip install der-deploy[gpu] (ONNX Runtime >= 1.27 for TensorRT 11)"
+OV_INSTALL = "pip install 'der-deploy[openvino]'"
 
 
 def _row(component: str, ok: bool, version: str = "", detail: str = "", hint: str = "") -> dict:
@@ -107,6 +108,51 @@ def _tensorrt_dist() -> tuple[str | None, str | None]:
     return None, None
 
 
+def _cpu():
+    from der_deploy.backends.openvino.cpu import cpu_info  # no openvino import: /proc/cpuinfo only
+
+    return cpu_info()
+
+
+def probe_cpu() -> dict:
+    """CPU model and the instruction sets that make BF16 / INT8 fast (every flag: the CPU features section)."""
+    info = _cpu()
+    speedups = info.speedups()
+    detail = f"{info.model}; BF16/INT8 speed-ups: " + (", ".join(speedups) if speedups else
+                                                       "none (no AMX, AVX-512 BF16 or VNNI)")
+    return _row("cpu", True, platform.machine(), detail)
+
+
+def _openvino_hint(speedups: list[str], native: list[str]) -> str:
+    """How to use this CPU's speed-ups: --backend auto runs ONNX Runtime, so OpenVINO must be asked for."""
+    if not speedups:
+        return ""
+    how = "--precision bf16 (and der-export's .int8.onnx)" if "bf16" in native else "on der-export's .int8.onnx"
+    return f"this CPU has {', '.join(speedups)}: der-infer --backend openvino {how} uses them (auto runs ONNX Runtime)"
+
+
+def probe_openvino() -> dict:
+    """OpenVINO's version and what it runs natively on this CPU; a hint when the CPU would profit from it."""
+    from der_deploy.backends.openvino.cpu import native_precisions, openvino_capabilities
+
+    info = _cpu()
+    speedups = info.speedups()
+    if not _has_module("openvino"):
+        hint = (f"{OV_INSTALL}: this CPU has {', '.join(speedups)}, which OpenVINO uses for BF16/INT8"
+                if speedups else f"{OV_INSTALL} (optional CPU backend, --backend openvino)")
+        return _row("openvino", False, detail="not installed", hint=hint)
+    try:
+        import openvino as ov
+
+        caps = openvino_capabilities(ov.Core())
+    except Exception as err:
+        return _row("openvino", False, _dist_version("openvino") or "?",
+                    f"installed but cannot be loaded ({_first_line(err)})", "pip install -U openvino")
+    native = native_precisions(caps, info)
+    detail = f"CPU capabilities {', '.join(caps)}; native precisions: {', '.join(native)}; used with --backend openvino"
+    return _row("openvino", True, ov.__version__.split("-")[0], detail, _openvino_hint(speedups, native))
+
+
 def probe_torch() -> dict:
     # find_spec + metadata only: importing torch takes seconds and the runtime must not need it.
     if not _has_module("torch"):
@@ -133,7 +179,7 @@ def probe_cuda_python() -> tuple[dict, list | None]:
     version = _dist_version("cuda-python", "cuda-bindings")
     if not (_has_module("cuda.bindings") or _has_module("cuda.cudart")):
         return _row("cuda-python", False, detail="not installed", hint=TRT_HINT), None
-    from der_deploy.runtime import cuda
+    from der_deploy.backends.tensorrt import cuda
 
     try:
         cuda.load_cudart()
@@ -183,7 +229,8 @@ def _safe(probe, name: str):
 
 def collect() -> dict:
     rows = [_safe(p, n) for p, n in ((probe_python, "python"), (probe_numpy, "numpy"), (probe_onnx, "onnx"),
-                                     (probe_onnxruntime, "onnxruntime"), (probe_torch, "torch"),
+                                     (probe_onnxruntime, "onnxruntime"), (probe_cpu, "cpu"),
+                                     (probe_openvino, "openvino"), (probe_torch, "torch"),
                                      (probe_tensorrt, "tensorrt"))]
     try:
         cuda_row, gpus = probe_cuda_python()
@@ -203,7 +250,22 @@ def collect() -> dict:
     else:
         rows.append(_row("gpu", False, detail="no NVIDIA GPU visible",
                          hint="TensorRT and the CUDA provider need an NVIDIA GPU with its driver"))
-    return {"components": rows, "gpus": gpus or []}
+    return {"components": rows, "gpus": gpus or [], "cpu": _safe(cpu_features, "cpu features")}
+
+
+def cpu_features() -> dict:
+    """The CPU section: model, each BF16/INT8-related flag, and the precisions native by flags / for OpenVINO."""
+    from der_deploy.backends.openvino.cpu import native_precisions, openvino_capabilities
+
+    info = _cpu()
+    caps = None
+    if _has_module("openvino"):
+        try:
+            caps = openvino_capabilities()
+        except Exception:  # reported by the openvino row
+            caps = None
+    return {"model": info.model, "flags": info.features(), "native_by_flags": info.native_by_flags(),
+            "openvino_capabilities": caps, "openvino_native": native_precisions(caps, info) if caps is not None else None}
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -225,4 +287,15 @@ def main(as_json: bool) -> None:
     for col in t.columns[1:]:
         col.justify = "left"
     out_console.print(t)
+    cpu = report.get("cpu")
+    if isinstance(cpu, dict) and "flags" in cpu:
+        from der_deploy.backends.openvino.cpu import FLAGS
+
+        ov_native = ", ".join(cpu["openvino_native"]) if cpu["openvino_native"] else "OpenVINO not installed"
+        rows = [(FLAGS[f], "yes" if v else "no") for f, v in cpu["flags"].items()]
+        rows += [("native (CPU flags)", ", ".join(cpu["native_by_flags"])), ("native for OpenVINO", ov_native)]
+        t = table(f"CPU features: {escape(cpu['model'])}", ("feature", "present"),
+                  [tuple(escape(str(v)) for v in r) for r in rows])
+        t.columns[1].justify = "left"
+        out_console.print(t)
     sys.stdout.flush()

@@ -18,11 +18,12 @@ def _budget(ctx, param, values: tuple[str, ...]) -> dict[str, float]:
     for item in values:
         key, sep, val = item.partition("=")
         try:
-            if not sep or key not in ("fp32", "fp16", "int8"):
+            if not sep or key not in ("fp32", "fp16", "bf16", "int8"):
                 raise ValueError
             out[key] = float(val)
         except ValueError:
-            raise click.BadParameter(f"{item!r}: use PRECISION=POINTS, e.g. fp16=0.3 (precisions: fp32, fp16, int8)") from None
+            raise click.BadParameter(f"{item!r}: use PRECISION=POINTS, e.g. fp16=0.3 (precisions: fp32, fp16, bf16, "
+                                     "int8)") from None
     return out
 
 
@@ -33,17 +34,21 @@ def _budget(ctx, param, values: tuple[str, ...]) -> dict[str, float]:
 @click.option("--format", "data_format", type=click.Choice(["voc", "coco", "nuswide", "csv"]), help="Dataset format (detected from DATA by default).")
 @click.option("--reference", type=click.Path(path_type=Path), help="PyTorch checkpoint to compare against (needs der-deploy[train]).")
 @click.option("--budget", "budgets", multiple=True, callback=_budget, metavar="PREC=PTS",
-              help="|ΔmAP| budget in points, e.g. --budget fp16=0.3. Defaults: fp32=0.05, fp16=0.3, int8=1.0.")
+              help="|ΔmAP| budget in points, e.g. --budget fp16=0.3. Defaults: fp32=0.05, fp16=0.3, bf16=0.3 "
+                   "(OpenVINO --precision bf16 on an FP32 file), int8=1.0.")
 @click.option("--max-class-drop", type=click.FloatRange(min=0), default=None, metavar="PTS",
               help="Also fail (exit 1) when any class's AP drops by more than PTS points vs --reference (any engine).")
 @click.option("--tune-thresholds", is_flag=True, help="Pick per-class F1-optimal thresholds on this split and write a new card + engine.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1), help="Images per engine call.")
 @click.option("--workers", type=click.IntRange(1), help="Decode threads (default: CPU count).")
-@click.option("--backend", type=click.Choice(["auto", "ort", "trt"]), default="auto", show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "ort", "trt", "openvino"]), default="auto", show_default=True,
+              help="auto: ONNX Runtime for .onnx, TensorRT for .plan; openvino: Intel's CPU runtime (same .onnx files).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
+              help="OpenVINO inference precision (with --backend openvino); bf16 needs native BF16 (AMX/AVX512_BF16).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the full report as JSON.")
 @handle_errors
 def main(engine, data, split, data_format, reference, budgets, max_class_drop, tune_thresholds, batch_size, workers, backend,
-         json_out):
+         precision, json_out):
     """Evaluate ENGINE on DATA: mAP, CP/CR/CF1/OP/OR/OF1 (all labels and top-3).
 
     With --reference, the checkpoint runs on the same preprocessed images and the command exits 1 when
@@ -51,15 +56,18 @@ def main(engine, data, split, data_format, reference, budgets, max_class_drop, t
     """
     from der_deploy.fileio import write_text
     from der_deploy.progress import out_console, table
-    from der_deploy.runtime.evaluate import ParityError, evaluate
+    from der_deploy.tools.evaluate import ParityError, evaluate
 
+    if precision is not None and backend != "openvino":
+        raise click.UsageError("--precision sets OpenVINO's inference precision; add --backend openvino")
     report = evaluate(engine, data, split=split, data_format=data_format, reference=reference, batch_size=batch_size,
                       workers=workers, backend=backend, budgets=budgets, tune_thresholds=tune_thresholds,
-                      max_class_drop=max_class_drop)
+                      max_class_drop=max_class_drop, precision=precision)
     keys = ("CP", "CR", "CF1", "OP", "OR", "OF1")
     rows = [("all", _pct(report.map), *(_pct(report.all_labels[k]) for k in keys)),
             ("top-3", "", *(_pct(report.top3[k]) for k in keys))]
-    title = f"{engine.name} ({report.precision}) on {split}: {report.num_images} images, {len(report.classes)} classes"
+    title = (f"{engine.name} ({report.precision}) on {split}: {report.num_images} images, {len(report.classes)} classes "
+             f"[{report.runtime}]")
     out_console.print(table(title, ("labels", "mAP", *keys), rows))
     if report.int8_plan is not None:
         _show_plan(report.int8_plan)

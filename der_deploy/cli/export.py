@@ -8,7 +8,6 @@ Output names follow -o: der.onnx -> der.fp16.onnx, der.int8.onnx (U8S8, ORT CPU)
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -16,23 +15,8 @@ import click
 from ._common import handle_errors
 
 
-@dataclass
-class Row:
-    path: Path
-    precision: str
-    seconds: float
-    result: object = None  # CompareResult
-
-
-def variant_paths(base: Path) -> dict[str, Path]:
-    stem = base.name[:-5] if base.name.endswith(".onnx") else base.name
-    p = base.with_name
-    return {"fp32": base, "fp16": p(stem + ".fp16.onnx"), "int8": p(stem + ".int8.onnx"),
-            "s8s8": p(stem + ".int8-s8s8.onnx"), "plan": p(stem + ".plan"), "calib": p(stem + ".calib.json")}
-
-
 def _profile(ctx, param, value):
-    from der_deploy.export.profile import parse_profile
+    from der_deploy.artifact.profile import parse_profile
 
     try:
         return parse_profile(value)
@@ -41,17 +25,10 @@ def _profile(ctx, param, value):
 
 
 def _load_tensorrt():
-    import importlib
-    import importlib.util
+    from der_deploy.backends.tensorrt import builder
 
-    if importlib.util.find_spec("der_deploy.export.tensorrt") is None:
-        from der_deploy.errors import BackendUnavailable
-
-        raise BackendUnavailable("TensorRT support is not available in this der-deploy (no der_deploy.export.tensorrt); "
-                                 "export ONNX without --trt")
-    trt_export = importlib.import_module("der_deploy.export.tensorrt")
-    trt_export.tensorrt_available()
-    return trt_export
+    builder.tensorrt_available()  # tensorrt itself is imported here, never at module import
+    return builder
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -87,9 +64,14 @@ def _load_tensorrt():
 @click.option("--triton", "triton_repo", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write a Triton model repository here (MODEL may then be an .onnx or a .plan as is).")
 @click.option("--triton-name", default="der", show_default=True, help="Triton model name (entry: NAME_e2e).")
-@click.option("--triton-backend", type=click.Choice(["onnxruntime", "tensorrt", "python"]), default=None,
-              help="Engine step: Triton's native backend, or python (der_deploy.runtime in Triton's Python backend) "
-                   "[default: tensorrt for a .plan, else onnxruntime].")
+@click.option("--triton-backend", type=click.Choice(["onnxruntime", "tensorrt", "openvino", "python"]), default=None,
+              help="Engine step: Triton's native backend (openvino: Intel CPUs), or python (der_deploy.runtime in "
+                   "Triton's Python backend) [default: tensorrt for a .plan, else onnxruntime].")
+@click.option("--engine-backend", type=click.Choice(["ort", "openvino"]), default="ort", show_default=True,
+              help="With --triton-backend python: what runs the .onnx inside the engine model.")
+@click.option("--triton-precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+              help="OpenVINO inference precision for --triton-backend openvino or --engine-backend openvino "
+                   "(bf16 needs a CPU with native BF16: AMX or AVX512_BF16).")
 @click.option("--max-batch", type=click.IntRange(min=1), default=None,
               help="Triton max_batch_size [default: MAX of the batch profile].")
 @click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
@@ -97,7 +79,7 @@ def _load_tensorrt():
 @handle_errors
 def main(model, output, fp16, int8, calib, calib_max, budget_data, budget_split, max_map_drop, max_class_drop,
          min_speedup, cadm, profile, opset, samples, trt, workspace, timing_cache,
-         triton_repo, triton_name, triton_backend, max_batch, instances):
+         triton_repo, triton_name, triton_backend, engine_backend, triton_precision, max_batch, instances):
     """Export a DER checkpoint (MODEL, from der-train) to verified ONNX; MODEL may be an .onnx with --fp16/--int8/--trt."""
     if int8 and calib is None:
         raise click.UsageError("--int8 needs --calib DIR (a folder of real images for calibration)")
@@ -109,7 +91,8 @@ def main(model, output, fp16, int8, calib, calib_max, budget_data, budget_split,
                                                    max_class_drop=max_class_drop, min_speedup=min_speedup)
     if not trt and (workspace is not None or timing_cache is not None):
         raise click.UsageError("--workspace and --timing-cache are TensorRT options; add --trt")
-    triton = _triton_args(model, triton_repo, triton_name, triton_backend, max_batch, instances, trt,
+    triton = _triton_args(model, triton_repo, triton_name, triton_backend, max_batch, instances, trt, engine_backend,
+                          triton_precision,
                           variants=fp16 or int8 or trt)
     if triton is not None and model.suffix.lower() in (".plan", ".engine"):
         return _write_triton(model, **triton)
@@ -125,6 +108,9 @@ def main(model, output, fp16, int8, calib, calib_max, budget_data, budget_split,
 
     trt_export = _load_tensorrt() if trt else None  # fail before minutes of work
     base = output if output is not None else (model if from_onnx else Path("der.onnx"))
+    from der_deploy.artifact.variants import variant_paths
+    from der_deploy.export.chain import Row, export_chain
+
     names = variant_paths(base)
     want_fp16 = fp16 or (trt and not int8)
     wanted = ([] if from_onnx else ["fp32"]) + (["fp16"] if want_fp16 else []) + (["int8", "calib"] if int8 else [])
@@ -141,9 +127,9 @@ def main(model, output, fp16, int8, calib, calib_max, budget_data, budget_split,
         from der_deploy.errors import CheckpointError
 
         raise CheckpointError(f"{model}: no such file; pass a checkpoint written by der-train (or an .onnx)")
-    rows = _export(model, from_onnx, names, fp16=want_fp16, int8=int8, s8s8=int8 and (trt or budget is not None),
-                   calib=calib, calib_max=calib_max, cadm=cadm, profile=profile, opset=opset, samples=samples,
-                   budget=budget)
+    rows = export_chain(model, names, fp16=want_fp16, int8=int8, s8s8=int8 and (trt or budget is not None),
+                        calib=calib, calib_max=calib_max, cadm=cadm, profile=profile, opset=opset, samples=samples,
+                        budget=budget)
     if trt_export is not None:
         src = names["s8s8"] if int8 else names["fp16"]
         t0 = time.perf_counter()
@@ -156,77 +142,14 @@ def main(model, output, fp16, int8, calib, calib_max, budget_data, budget_split,
         _write_triton(names["plan"] if use_plan else (model if from_onnx else names["fp32"]), **triton)
 
 
-def _export(model, from_onnx, names, *, fp16, int8, s8s8, calib, calib_max, cadm, profile, opset, samples,
-            budget=None) -> list[Row]:
-    from der_deploy.export.verify import reference_outputs, run_onnx, sample_inputs, verify_onnx
-
-    rows: list[Row] = []
-    real = samples if samples is not None else calib
-    if from_onnx:
-        from der_deploy.export.onnx_export import read_onnx_card
-
-        src = model
-        card = read_onnx_card(src)
-        images, source = sample_inputs(card, real)
-        ref = run_onnx(src, images)  # no training model here: the FP32 ONNX is the reference
-        ref_name = f"FP32 {src.name}"
-    else:
-        from der_deploy.export.onnx_export import export_onnx_report
-        from der_deploy.train.checkpoint import load_checkpoint
-
-        t0 = time.perf_counter()
-        net, card = load_checkpoint(model)
-        report = export_onnx_report((net, card), names["fp32"], opset=opset, batch=profile, cadm=cadm, samples=real)
-        rows.append(Row(names["fp32"], "fp32", time.perf_counter() - t0, report.verification))
-        src = names["fp32"]
-        images, source = sample_inputs(card, real)
-        ref = reference_outputs(net, images, cadm=cadm)
-        ref_name = "PyTorch"
-
-    def checked(precision: str, path: Path, tol: str):
-        row = Row(path, precision, 0.0)
-
-        def verify(tmp: Path) -> None:
-            row.result = verify_onnx(tmp, ref, images, tol, title=f"verify {path.name} ({precision}, {source})")
-            row.result.raise_if_failed(f"{path}: {precision} ONNX vs {ref_name}")
-
-        return row, verify
-
-    if fp16:
-        from der_deploy.export.precision import convert_fp16
-
-        row, verify = checked("fp16", names["fp16"], "fp16")
-        t0 = time.perf_counter()
-        convert_fp16(src, names["fp16"], verify=verify)
-        row.seconds = time.perf_counter() - t0
-        rows.append(row)
-    plan = None
-    if int8 and budget is not None:  # decide the FP layers first: a refusal must leave no INT8 file behind
-        from der_deploy.export.int8_budget import Budget, decide
-
-        plan = decide(src, calib, data=budget["data"], split=budget["split"], calib_max=calib_max, cache=names["calib"],
-                      budget=Budget(budget["max_map_drop"], budget["max_class_drop"]),
-                      min_speedup=budget["min_speedup"], target=names["int8"])
-    for scheme, key, wanted in (("u8s8", "int8", int8), ("s8s8", "s8s8", s8s8)):
-        if not wanted:
-            continue
-        from der_deploy.export.quantize import quantize_int8
-
-        row, verify = checked(f"int8 {scheme}", names[key], "int8")
-        t0 = time.perf_counter()
-        quantize_int8(src, names[key], calib, scheme=scheme, calib_max=calib_max, cache=names["calib"], verify=verify,
-                      **({} if plan is None else dict(exclude=plan.nodes, half_excluded=scheme == "s8s8",
-                                                      plan=plan.to_json())))
-        row.seconds = time.perf_counter() - t0
-        rows.append(row)
-    return rows
-
-
-def _triton_args(model, repo, name, backend, max_batch, instances, trt, variants) -> dict | None:
+def _triton_args(model, repo, name, backend, max_batch, instances, trt, engine_backend, precision,
+                 variants) -> dict | None:
     """Validate the --triton options up front (before minutes of export); None without --triton."""
     if repo is None:
-        if backend is not None or max_batch is not None or instances != 1 or name != "der":
-            raise click.UsageError("--triton-name, --triton-backend, --max-batch and --instances need --triton REPO")
+        if (backend is not None or max_batch is not None or instances != 1 or name != "der" or engine_backend != "ort"
+                or precision != "fp32"):
+            raise click.UsageError("--triton-name, --triton-backend, --engine-backend, --triton-precision, --max-batch "
+                                   "and --instances need --triton REPO")
         if model.suffix.lower() in (".plan", ".engine"):
             raise click.UsageError(f"{model} is a TensorRT plan; der-export uses it only to write --triton REPO")
         return None
@@ -235,21 +158,29 @@ def _triton_args(model, repo, name, backend, max_batch, instances, trt, variants
         raise click.UsageError("a .plan MODEL can only be written into --triton REPO; drop --fp16/--int8/--trt")
     if backend == "tensorrt" and not (is_plan or trt):
         raise click.UsageError("--triton-backend tensorrt serves a TensorRT plan: add --trt, or give the .plan as MODEL")
-    from der_deploy.export.triton import _pb2
+    if engine_backend != "ort" and backend != "python":
+        raise click.UsageError("--engine-backend chooses what runs the .onnx inside the Python-backend engine model; "
+                               "add --triton-backend python (or use --triton-backend openvino for Triton's own)")
+    if precision != "fp32" and not (backend == "openvino" or engine_backend == "openvino"):
+        raise click.UsageError(f"--triton-precision {precision} is OpenVINO's inference precision; use --triton-backend "
+                               "openvino, or --triton-backend python --engine-backend openvino")
+    from der_deploy.serve.repository import _pb2
 
     _pb2()  # tritonclient (Triton's config schema) must be there before any export work
-    return {"repo": repo, "name": name, "backend": backend, "max_batch": max_batch, "instances": instances}
+    return {"repo": repo, "name": name, "backend": backend, "max_batch": max_batch, "instances": instances,
+            "engine_backend": engine_backend, "precision": precision}
 
 
-def _write_triton(engine: Path, *, repo, name, backend, max_batch, instances) -> None:
-    from der_deploy.export.triton import describe, write_repository
+def _write_triton(engine: Path, *, repo, name, backend, max_batch, instances, engine_backend, precision) -> None:
+    from der_deploy.serve.repository import describe, write_repository
 
-    rep = write_repository(engine, repo, name=name, backend=backend, max_batch=max_batch, instances=instances)
+    rep = write_repository(engine, repo, name=name, backend=backend, max_batch=max_batch, instances=instances,
+                           engine_backend=engine_backend, precision=precision)
     click.echo("\n".join(describe(rep)))
     click.echo(f"serve it: der-serve {repo}    query it: der-infer --triton 127.0.0.1:8000 IMAGES...")
 
 
-def _summary(rows: list[Row]) -> None:
+def _summary(rows: list) -> None:
     from der_deploy.fileio import human_size
     from der_deploy.progress import out_console, table
 

@@ -54,13 +54,21 @@ def _size(ctx, param, value):
                    "Default 0, or the resumed checkpoint's value.")
 @click.option("--max-bad-steps", default=10, show_default=True, type=click.IntRange(1, None),
               help="Steps with a non-finite loss or gradient are skipped; this many in a row stop the run.")
+@click.option("--amp", type=click.Choice(["off", "bf16", "fp16"]), default=None,
+              help="Mixed precision for the training forward pass: bf16 (CPU or a bfloat16 GPU) or fp16 (CUDA, "
+                   "with loss scaling); losses, weights and validation stay float32. Default off, or the resumed "
+                   "checkpoint's value.")
+@click.option("--decode", type=click.Choice(["full", "draft"]), default="full", show_default=True,
+              help="Image decoding, stored in the card so that every runtime decodes the same way: draft shrinks "
+                   "JPEGs on load (DCT scaling to the smallest 1/2, 1/4, 1/8 that covers the input size; faster for "
+                   "camera-size photos). A resumed run must use its checkpoint's mode.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @handle_errors
 def main(data: Path, output: Path, train_split: str, val_split: str, data_format: str | None, arch: str,
          input_size: tuple[int, int], epochs: int, batch_size: int, lr: float, momentum: float, weight_decay: float,
          lr_step: int, lr_gamma: float, alpha: float, beta: float, head: str, workers: int, pretrained: bool,
          backbone_weights: Path | None, resume: Path | None, clip_grad: float | None, warmup_epochs: float | None,
-         max_bad_steps: int, seed: int) -> None:
+         max_bad_steps: int, amp: str | None, decode: str, seed: int) -> None:
     """Train DER on DATA (VOC/COCO/NUS-WIDE folder or CSV) and write the best checkpoint to -o."""
     from ..progress import out_console, table
     from ..train.engine import TrainConfig, train
@@ -70,7 +78,7 @@ def main(data: Path, output: Path, train_split: str, val_split: str, data_format
                       weight_decay=weight_decay, lr_step=lr_step, lr_gamma=lr_gamma, alpha=alpha, beta=beta,
                       head=head, workers=workers, resume=resume, pretrained=pretrained,
                       backbone_weights=backbone_weights, seed=seed, data_format=data_format, clip_grad=clip_grad,
-                      warmup_epochs=warmup_epochs, max_bad_steps=max_bad_steps)
+                      warmup_epochs=warmup_epochs, max_bad_steps=max_bad_steps, amp=amp, decode=decode)
     result = train(cfg)
     import os
 

@@ -104,7 +104,7 @@ def test_broken_tensorrt_install_is_reported(tmp_path):
 
 @pytest.mark.skipif(not _has("cuda.bindings"), reason="cuda-python not installed here")
 def test_gpus_from_cuda_python_when_visible(monkeypatch):
-    from der_deploy.runtime import cuda
+    from der_deploy.backends.tensorrt import cuda
 
     info = cuda.GpuInfo(0, "NVIDIA H200", "9.0", 150 * 2**30)
     monkeypatch.setattr(cuda, "list_gpus", lambda: [info])
@@ -118,9 +118,9 @@ def test_too_old_driver_is_explained_with_the_cu12_extra(monkeypatch):
     # cuda-python 13 on a CUDA 12.4 driver: CUDA answers cudaErrorInsufficientDriver (35), which the
     # doctor must not present as "no GPU".
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from cuda_fakes import FakeCudart
+    from fakes.cuda import FakeCudart
 
-    from der_deploy.runtime import cuda
+    from der_deploy.backends.tensorrt import cuda
 
     real = doctor._has_module
     monkeypatch.setattr(doctor, "_has_module", lambda name: True if name == "cuda.bindings" else real(name))
@@ -163,3 +163,82 @@ def test_extras_pair_tensorrt_and_cuda_python_majors():
         assert any(r.startswith(f"tensorrt-cu{major}") for r in reqs)
         cuda_python = next(r for r in reqs if r.startswith("cuda-python"))
         assert f"<{major + 1}" in cuda_python and f">={major}" in cuda_python
+
+
+# --- CPU features and OpenVINO (issue 16) ---------------------------------------------------------------------
+SPR_CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu sse avx2 avx512f avx512_vnni avx512_bf16 avx512_fp16 amx_bf16 amx_tile amx_int8
+processor\t: 1
+model name\t: something else
+"""
+
+
+def test_cpuinfo_flags_decide_native_precisions():
+    from der_deploy.backends.openvino.cpu import missing_line, native_precisions, parse_cpuinfo
+
+    spr = parse_cpuinfo(SPR_CPUINFO)
+    assert spr.model == "Intel(R) Xeon(R) Platinum 8480+" and spr.has("amx_bf16") and not spr.has("amx_fp16")
+    assert spr.native_by_flags() == ["fp32", "bf16", "fp16", "int8"]
+    assert spr.speedups() == ["AMX-BF16", "AMX-INT8", "AVX-512 BF16", "AVX-512 VNNI"]
+    epyc = parse_cpuinfo("model name\t: AMD EPYC\nflags\t\t: fpu sse avx2\n")
+    assert epyc.native_by_flags() == ["fp32"] and epyc.speedups() == []
+    # OpenVINO's capabilities, when known, decide (it may run INT8 without VNNI)
+    assert native_precisions(["FP32", "INT8", "BIN"], epyc) == ["fp32", "int8"]
+    assert native_precisions(None, spr) == spr.native_by_flags()
+    line = missing_line("bf16", epyc)
+    assert line == ("this CPU (AMD EPYC) has no AMX-BF16 or AVX-512 BF16, so OpenVINO cannot run bf16 natively; "
+                    "use --precision fp32, or a CPU with AMX-BF16 or AVX-512 BF16")
+
+
+def test_cpu_section_matches_proc_cpuinfo():
+    out = _run("--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    flags = set()
+    if Path("/proc/cpuinfo").exists():
+        line = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "flags:")
+        flags = set(line.split(":", 1)[1].split())
+    cpu = report["cpu"]
+    for name in ("amx_bf16", "amx_int8", "amx_tile", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f"):
+        assert cpu["flags"][name] is (name in flags), name
+    rows = {r["component"]: r for r in report["components"]}
+    assert rows["cpu"]["ok"] and cpu["model"] in rows["cpu"]["detail"]
+    assert ("bf16" in cpu["native_by_flags"]) is bool(flags & {"amx_bf16", "avx512_bf16"})
+    if _has("openvino"):
+        import openvino as ov
+
+        assert rows["openvino"]["ok"] and rows["openvino"]["version"] == ov.__version__.split("-")[0]
+        caps = [str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+        assert cpu["openvino_capabilities"] == caps
+        assert ("bf16" in cpu["openvino_native"]) is ("BF16" in caps)
+    text = _run().stdout
+    for words in ("CPU features", "AMX-BF16", "AVX-512 BF16", "AVX-512 VNNI", "AVX-VNNI", "native for OpenVINO"):
+        assert words in text, words
+
+
+def test_openvino_hint_when_the_cpu_has_speedups(monkeypatch):
+    from der_deploy.backends.openvino import cpu
+
+    spr = cpu.parse_cpuinfo(SPR_CPUINFO)
+    monkeypatch.setattr(doctor, "_cpu", lambda: spr)
+    real = doctor._has_module
+    monkeypatch.setattr(doctor, "_has_module", lambda name: False if name == "openvino" else real(name))
+    row = doctor.probe_openvino()
+    assert row["ok"] is False and row["detail"] == "not installed"
+    assert "pip install 'der-deploy[openvino]'" in row["hint"] and "AMX-BF16" in row["hint"]
+    assert "speed-ups: AMX-BF16, AMX-INT8, AVX-512 BF16, AVX-512 VNNI" in doctor.probe_cpu()["detail"]
+    # installed but not what --backend auto uses: say how to use it
+    monkeypatch.setattr(doctor, "_has_module", real)
+    if not _has("openvino"):
+        return
+    monkeypatch.setattr(cpu, "openvino_capabilities", lambda core=None: ["FP32", "BF16", "INT8"])
+    row = doctor.probe_openvino()
+    assert row["ok"] and "bf16" in row["detail"]
+    assert "der-infer --backend openvino --precision bf16" in row["hint"] and "auto runs ONNX Runtime" in row["hint"]
+    # an AVX2-only CPU: nothing to gain, no hint
+    monkeypatch.setattr(doctor, "_cpu", lambda: cpu.parse_cpuinfo("model name: AMD EPYC\nflags: avx2\n"))
+    monkeypatch.setattr(cpu, "openvino_capabilities", lambda core=None: ["FP32", "INT8"])
+    assert doctor.probe_openvino()["hint"] == ""
+    assert "none (no AMX, AVX-512 BF16 or VNNI)" in doctor.probe_cpu()["detail"]

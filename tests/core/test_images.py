@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from der_deploy.card import ModelCard
+from der_deploy.artifact.card import ModelCard
 from der_deploy.errors import ImageError
 from der_deploy.images import (
     IMAGE_EXTENSIONS,
@@ -343,3 +343,112 @@ def test_load_image_refuses_a_fifo_without_opening_it(tmp_path):
     assert str(result["err"]) == f"{fifo}: not a regular file (a FIFO); name an image file"
     with pytest.raises(ImageError, match="not a regular file \\(a character device\\)"):
         load_image("/dev/null")
+
+
+# --- shrink-on-load (draft) and max_pixels ------------------------------------------------------------------
+
+def _jpeg_bytes(arr: np.ndarray, mode: str = "RGB", **kw) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).convert(mode).save(buf, "JPEG", **kw)
+    return buf.getvalue()
+
+
+def _noisy(h, w, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+@pytest.mark.parametrize("target,expected", [((448, 448), (1000, 750)), ((370, 480), (500, 375)), ((1, 1), (500, 375)),
+                                             ((1400, 1900), (2000, 1500)), ((1600, 2100), (4000, 3000))])
+def test_draft_takes_the_smallest_dct_scale_that_covers_the_target(mode, target, expected):
+    """Pillow's rule: the largest of 1/8, 1/4, 1/2 with min(W // w, H // h) >= the denominator."""
+    from der_deploy.images import decode_image
+
+    data = _jpeg_bytes(_noisy(3000, 4000), mode, quality=70)
+    img = decode_image(data, "x.jpg", draft=target)
+    assert img.mode == "RGB" and img.size == expected
+    ref = Image.open(__import__("io").BytesIO(data))
+    ref.draft("RGB", (target[1], target[0]))
+    assert np.array_equal(np.asarray(img), np.asarray(ref.convert("RGB")))
+
+
+def test_draft_swaps_the_target_for_a_sideways_photo():
+    """Stored 4000x3000 with orientation 6 is an upright 3000x4000 portrait: for a portrait 448 (H) x 224 (W)
+    target 1/8 covers it (375 x 500 upright); a landscape 224 x 448 target needs 1/4 (375 < 448 upright width)."""
+    from der_deploy.images import decode_image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = _jpeg_bytes(_noisy(3000, 4000), quality=70, exif=exif.tobytes())
+    assert decode_image(data, "x", draft=(448, 224)).size == (375, 500)  # upright (W, H)
+    assert decode_image(data, "x", draft=(224, 448)).size == (750, 1000)
+
+
+def test_draft_leaves_other_formats_and_small_images_alone(tmp_path):
+    from der_deploy.images import decode_image
+
+    a = _noisy(300, 400)
+    Image.fromarray(a).save(tmp_path / "x.png")
+    assert np.array_equal(np.asarray(load_image(tmp_path / "x.png", draft=(10, 10))), a)
+    data = _jpeg_bytes(a, quality=90)
+    assert np.array_equal(np.asarray(decode_image(data, "x", draft=(200, 200))), np.asarray(decode_image(data, "x")))
+
+
+def test_draft_card_round_trip_and_load_and_preprocess(tmp_path):
+    from der_deploy.errors import CardError
+    from der_deploy.images import decode_target
+
+    c = card(64, 48, decode="draft")
+    assert c.to_dict()["decode"] == "draft" and ModelCard.from_json(c.to_json()).decode == "draft"
+    full = card(64, 48)
+    assert "decode" not in full.to_dict() and full.decode == "full"  # old readers keep reading full cards
+    assert decode_target(c) == (64, 48) and decode_target(full) is None
+    with pytest.raises(CardError, match="model card decode 'fast' is unknown; use full or draft"):
+        ModelCard.from_dict({**full.to_dict(), "decode": "fast"})
+    (tmp_path / "x.jpg").write_bytes(_jpeg_bytes(_noisy(600, 800), quality=80))
+    got = load_and_preprocess(tmp_path / "x.jpg", c)
+    want = preprocess(load_image(tmp_path / "x.jpg", draft=(64, 48)), c)
+    assert np.array_equal(got, want) and not np.array_equal(got, load_and_preprocess(tmp_path / "x.jpg", full))
+
+
+def test_max_pixels_refuses_from_the_header_before_decoding(tmp_path):
+    """A PNG header claiming 9000x9000 with no pixel data: "too large", not "truncated" (nothing was decoded)."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    head = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 9000, 9000, 8, 2, 0, 0, 0))
+    (tmp_path / "big.png").write_bytes(head + chunk(b"IDAT", b"\x78\x9c") + chunk(b"IEND", b""))
+    with pytest.raises(ImageError) as err:
+        load_image(tmp_path / "big.png", max_pixels=40_000_000)
+    assert str(err.value) == f"{tmp_path / 'big.png'}: too large: 9000×9000 > 40000000 pixels; raise --max-pixels"
+    with pytest.raises(ImageError, match="truncated or corrupt"):  # no limit: it is decoded, and is truncated
+        load_image(tmp_path / "big.png")
+    with pytest.raises(ImageError, match="truncated or corrupt"):
+        load_image(tmp_path / "big.png", max_pixels=0)  # 0: no limit
+
+
+def test_max_pixels_counts_the_decoded_size_of_a_draft_jpeg():
+    """A baseline JPEG counts at its DCT-scaled size; a progressive one at full size (libjpeg holds every
+    coefficient of the full image whatever the scale)."""
+    from der_deploy.images import decode_image
+
+    a = _noisy(1200, 1600)
+    baseline, progressive = _jpeg_bytes(a, quality=70), _jpeg_bytes(a, quality=70, progressive=True)
+    assert decode_image(baseline, "b", draft=(100, 100), max_pixels=100_000).size == (200, 150)
+    with pytest.raises(ImageError, match=r"^b: too large: 1600×1200 > 100000 pixels"):
+        decode_image(baseline, "b", max_pixels=100_000)
+    with pytest.raises(ImageError, match=r"^p: too large: 1600×1200 > 100000 pixels; raise --max-pixels$"):
+        decode_image(progressive, "p", draft=(100, 100), max_pixels=100_000)
+    with pytest.raises(ImageError, match=r"too large: 200×150 \(1/8 of 1600×1200\) > 1000 pixels"):
+        decode_image(baseline, "b", draft=(100, 100), max_pixels=1000)
+
+
+def test_max_pixels_default_is_the_documented_service_limit():
+    from der_deploy.images import DEFAULT_MAX_PIXELS
+
+    assert DEFAULT_MAX_PIXELS == 40_000_000 < Image.MAX_IMAGE_PIXELS  # below Pillow's bomb warning (89.5 MP)

@@ -104,3 +104,24 @@ def make_bad(root: Path) -> tuple[Path, Path]:
     fifo = root / "named-pipe.jpg"  # on the command line: an error record, never opened
     os.mkfifo(fifo)
     return out, fifo
+
+
+def noninterleaved_jpeg(w: int, h: int) -> bytes:
+    """A baseline JPEG with one scan per component (3 scans, Ns = 1 < Nf = 3), flat mid-gray.
+
+    Pillow cannot write one; libjpeg keeps every coefficient of such a file in memory, like a progressive one,
+    so shrink-on-load must count it at full size against max_pixels. Every block is DC difference 0 + EOB,
+    each coded as the single 1-bit Huffman code "0"."""
+    def seg(marker: int, body: bytes) -> bytes:
+        return bytes([0xFF, marker]) + (len(body) + 2).to_bytes(2, "big") + body
+
+    one_code = bytes([1] + [0] * 15) + b"\x00"  # one code of length 1, for symbol 0 (DC category 0 / AC EOB)
+    blocks = -(-w // 8) * -(-h // 8)
+    bits = 2 * blocks
+    scan = b"\x00" * (bits // 8) + (bytes([(0xFF >> (bits % 8))]) if bits % 8 else b"")  # pad with 1-bits
+    out = b"\xff\xd8" + seg(0xDB, b"\x00" + b"\x01" * 64)
+    out += seg(0xC0, bytes([8]) + h.to_bytes(2, "big") + w.to_bytes(2, "big") + bytes([3, 1, 0x11, 0, 2, 0x11, 0, 3, 0x11, 0]))
+    out += seg(0xC4, b"\x00" + one_code + b"\x10" + one_code)
+    for comp in (1, 2, 3):
+        out += seg(0xDA, bytes([1, comp, 0x00, 0, 63, 0])) + scan
+    return out + b"\xff\xd9"

@@ -8,10 +8,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from der_deploy.card import ModelCard
-from der_deploy.cli.export import main, variant_paths
+from der_deploy.artifact.card import ModelCard
+from der_deploy.artifact.variants import variant_paths
+from der_deploy.cli.export import main
 from der_deploy.errors import DerError
-from der_deploy.export.profile import BatchProfile, parse_profile
+from der_deploy.artifact.profile import BatchProfile, parse_profile
 from der_deploy.train.checkpoint import save_checkpoint
 from der_deploy.train.model import DER
 

@@ -23,7 +23,7 @@ from der_deploy.images import load_and_preprocess, stack
 
 pytestmark = pytest.mark.slow
 CALIB_MAX = 32
-PLAN_KEY = "der_deploy.int8_plan"
+from der_deploy.artifact.keys import INT8_PLAN_KEY as PLAN_KEY
 
 
 def _split(data, card, split="val"):
@@ -47,7 +47,7 @@ def _drops(path, fp32_scores, x, targets):
 @pytest.fixture(scope="module")
 def setup(tiny_onnx, synth_voc, tmp_path_factory):
     """The FP32 file, its calibration cache, plain U8S8/S8S8 files and their measured drops on val."""
-    from der_deploy.export.onnx_export import read_onnx_card
+    from der_deploy.export.graph import read_onnx_card
     from der_deploy.export.quantize import quantize_int8
 
     d = tmp_path_factory.mktemp("int8budget")
@@ -64,7 +64,7 @@ def setup(tiny_onnx, synth_voc, tmp_path_factory):
 
 
 def test_sensitivity_is_deterministic_and_reuses_the_calibration(setup, synth_voc):
-    from der_deploy.export.onnx_export import load_onnx
+    from der_deploy.export.graph import load_onnx
     from der_deploy.export.sensitivity import load_split, measure_sensitivity, quant_units
 
     units, gran = quant_units(load_onnx(setup["src"]))

@@ -6,11 +6,12 @@ import pytest
 import torch
 from onnx import helper, numpy_helper, TensorProto
 
-from der_deploy.card import ONNX_METADATA_KEY, ModelCard
+from der_deploy.artifact.card import ONNX_METADATA_KEY, ModelCard
+from der_deploy.artifact.keys import PRECISION_KEY
 from der_deploy.errors import DerError, ExportError, VerificationError
 from der_deploy.export import verify as verify_mod
-from der_deploy.export.onnx_export import (PRECISION_KEY, check_reduce_axes, export_onnx, export_onnx_report,
-                                           head_node_names, read_onnx_card)
+from der_deploy.export.graph import check_reduce_axes, head_node_names, read_onnx_card
+from der_deploy.export.onnx_export import export_onnx, export_onnx_report
 from der_deploy.train.checkpoint import save_checkpoint
 from der_models import random_der
 

@@ -6,11 +6,13 @@ import pytest
 from onnx import TensorProto, numpy_helper
 from PIL import Image
 
-from der_deploy.card import ModelCard
+from der_deploy.artifact.card import ModelCard
 from der_deploy.errors import DerError
 from der_deploy.export import calibration as calib_mod
 from der_deploy.export.calibration import calibration_images
-from der_deploy.export.onnx_export import PRECISION_KEY, check_reduce_axes, export_onnx, head_node_names, read_onnx_card
+from der_deploy.artifact.keys import PRECISION_KEY
+from der_deploy.export.graph import check_reduce_axes, head_node_names, read_onnx_card
+from der_deploy.export.onnx_export import export_onnx
 from der_deploy.export.precision import convert_fp16
 from der_deploy.export.quantize import quantize_int8
 from der_deploy.export.verify import TOLERANCES, image_inputs, reference_outputs, verify_onnx
@@ -119,7 +121,7 @@ def test_int8_schemes_metadata_head_and_shared_cache(fp32, monkeypatch):
 
 
 def read_onnx_card_from(model):
-    from der_deploy.export.onnx_export import card_from_model
+    from der_deploy.export.graph import card_from_model
 
     return card_from_model(model)
 

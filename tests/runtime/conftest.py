@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from der_deploy.card import ONNX_METADATA_KEY, ModelCard
+from der_deploy.artifact.card import ONNX_METADATA_KEY, ModelCard
 
 SIZE = 32  # input H = W
 CLASSES = ["cat", "dog", "red car", "tree/bush"]

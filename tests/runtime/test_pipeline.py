@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from der_deploy.card import ModelCard
+from der_deploy.artifact.card import ModelCard
 from der_deploy.errors import ImageError
 from der_deploy.images import load_and_preprocess
 from der_deploy.runtime.pipeline import PipelineStats, load_batch, prepare, run_pipeline

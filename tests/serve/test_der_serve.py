@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from der_deploy.runtime.triton_server import free_ports
+from der_deploy.serve.server import free_ports
 
 BIN = Path(sys.executable).parent  # the console scripts of this environment
 
@@ -118,16 +119,17 @@ def test_busy_port_is_one_line(python_repo, triton_install, stub_python):
 def test_missing_server_is_one_line(python_repo, tmp_path, monkeypatch):
     line = _one_line_error([python_repo, "--server", tmp_path / "tritonserver"])
     assert line == f"error: {tmp_path / 'tritonserver'}: not an executable tritonserver; check --server / DER_TRITONSERVER"
-    # Nothing anywhere: PATH without it, no pytriton package, no build/triton copy.
+    # Nothing anywhere: PATH without it, no pytriton package, an empty cache folder.
     import importlib.util
 
-    import der_deploy.runtime.triton_server as ts
+    import der_deploy.serve.server as ts
 
     monkeypatch.delenv("DER_TRITONSERVER", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(ts, "_REPO_ROOT", tmp_path)
+    monkeypatch.setenv("DER_TRITON_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
-    with pytest.raises(ts.ServeError, match=r"^tritonserver not found: put it on PATH, pass --server PATH"):
+    with pytest.raises(ts.ServeError, match=r"^tritonserver not found: run `der-serve install` \(unpacks one into "
+                                            + re.escape(str(tmp_path / "cache")) + r"\), put it on PATH"):
         ts.find_server()
 
 
@@ -143,7 +145,7 @@ def test_numpy2_python_for_the_bundled_stub_is_refused(python_repo, triton_insta
 
 
 def test_model_that_fails_to_load_quotes_triton(tiny_onnx, tmp_path, triton_install, stub_python):
-    from der_deploy.export.triton import write_repository
+    from der_deploy.serve.repository import write_repository
 
     repo = write_repository(tiny_onnx, tmp_path / "native").root  # onnxruntime_onnx: not in this server
     http, grpc, metrics = free_ports(3)
@@ -156,14 +158,14 @@ def test_model_that_fails_to_load_quotes_triton(tiny_onnx, tmp_path, triton_inst
 
 
 def test_bundled_server_picks_the_stub_env_by_default(python_repo, triton_install, stub_python, monkeypatch):
-    """Without --python, a numpy 2 interpreter gives way to scripts/triton_server.sh's numpy<2 environment."""
+    """Without --python, a numpy 2 interpreter gives way to der-serve install's numpy<2 environment."""
     import numpy
 
-    from der_deploy.runtime.triton_server import TritonServer
+    from der_deploy.serve.server import TritonServer
 
     beside = triton_install.binary.resolve().parents[4] / "stub-env" / "bin" / "python"
     if int(numpy.__version__.split(".")[0]) < 2 or not beside.is_file():
-        pytest.skip("needs numpy 2 here and the stub env of scripts/triton_server.sh")
+        pytest.skip("needs numpy 2 here and the stub env of der-serve install")
     monkeypatch.delenv("DER_TRITON_PYTHON", raising=False)
     srv = TritonServer(python_repo, server=triton_install.binary)
     try:

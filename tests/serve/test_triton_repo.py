@@ -17,9 +17,9 @@ pytest.importorskip("tritonclient.grpc.model_config_pb2")
 from google.protobuf import text_format  # noqa: E402
 from tritonclient.grpc import model_config_pb2 as pb2  # noqa: E402
 
-from der_deploy.card import ModelCard  # noqa: E402
+from der_deploy.artifact.card import ModelCard  # noqa: E402
 from der_deploy.errors import ExportError, ImageError  # noqa: E402
-from der_deploy.export.triton import write_repository  # noqa: E402
+from der_deploy.serve.repository import write_repository  # noqa: E402
 
 ONNX_TYPES = {1: pb2.TYPE_FP32, 7: pb2.TYPE_INT64}
 
@@ -85,7 +85,7 @@ def test_onnx_repository_configs_parse_and_match_the_file(tiny_onnx, tmp_path, b
         assert not (rep.root / "der" / "1" / "model.py").exists()
     else:
         assert eng.backend == "python" and eng.parameters["der_engine_file"].string_value == "model.onnx"
-        assert "der_deploy.runtime.triton_models import Engine" in (rep.root / "der" / "1" / "model.py").read_text()
+        assert "der_deploy.serve.models import Engine" in (rep.root / "der" / "1" / "model.py").read_text()
     assert (rep.root / "der" / "1" / "model.onnx").read_bytes() == tiny_onnx.read_bytes()
     for name, cfg in cfgs.items():  # the card travels in every config, identical to card.json
         assert ModelCard.from_json(cfg.parameters["der_card"].string_value) == card, name
@@ -243,9 +243,9 @@ def test_serving_modules_are_torch_free():
     import sys
 
     code = ("import sys\n"
-            "for m in ('der_deploy.runtime.triton_models', 'der_deploy.runtime.triton_client', "
-            "'der_deploy.runtime.triton_server', 'der_deploy.runtime.triton_load', 'der_deploy.cli.serve', "
-            "'der_deploy.export.triton'):\n"
+            "for m in ('der_deploy.serve.models', 'der_deploy.serve.client', "
+            "'der_deploy.serve.server', 'der_deploy.serve.load', 'der_deploy.cli.serve', "
+            "'der_deploy.serve.repository'):\n"
             "    __import__(m)\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

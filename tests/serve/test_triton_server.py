@@ -18,7 +18,7 @@ import tritonclient.grpc as grpcclient  # noqa: E402
 import tritonclient.http as httpclient  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from der_deploy.runtime.triton_server import ServeError, TritonServer, free_ports  # noqa: E402
+from der_deploy.serve.server import ServeError, TritonServer, free_ports  # noqa: E402
 
 BIN = Path(sys.executable).parent  # the console scripts of this environment
 
@@ -82,7 +82,7 @@ def test_entry_matches_local_inference(server, local, serve_images, transport):
 
 def test_classification_extension_names_labels(server, local, serve_images, tiny_onnx):
     from der_deploy.images import load_and_preprocess
-    from der_deploy.runtime.artifacts import read_card
+    from der_deploy.artifact import read_card
 
     card = read_card(tiny_onnx)
     x = load_and_preprocess(serve_images[0], card)[None]
@@ -195,8 +195,8 @@ def test_native_repository_is_refused_only_for_the_missing_backend(kind, tiny_on
                                                                     stub_python, fake_plan):
     """This server has no ONNX Runtime / TensorRT backend: the engine must fail for exactly that reason,
     while its config (and the Python models beside it) pass Triton's own validation."""
-    from der_deploy.export.triton import write_repository
-    from der_deploy.runtime.artifacts import read_card
+    from der_deploy.serve.repository import write_repository
+    from der_deploy.artifact import read_card
 
     engine = tiny_onnx if kind == "onnxruntime" else fake_plan(tmp_path / "p", read_card(tiny_onnx), onnx=tiny_onnx)
     repo = write_repository(engine, tmp_path / "repo").root
@@ -217,7 +217,7 @@ def test_native_repository_is_refused_only_for_the_missing_backend(kind, tiny_on
 
 def test_load_generator_is_bounded_and_local(server, serve_images):
     from der_deploy.errors import DerError
-    from der_deploy.runtime.triton_load import run_load
+    from der_deploy.serve.load import run_load
 
     url = f"127.0.0.1:{server.ports['--http-port']}"
     res = run_load(url, serve_images, requests=24, concurrency=4, warmup=1)
@@ -233,7 +233,7 @@ def test_load_generator_is_bounded_and_local(server, serve_images):
 @pytest.mark.parametrize("rule", [{"threshold": 0.3}, {"top_k": 2}])
 def test_client_rules_match_predictor(server, local, tiny_onnx, serve_images, rule):
     from der_deploy.runtime.predictor import Predictor
-    from der_deploy.runtime.triton_client import TritonPredictor
+    from der_deploy.serve.client import TritonPredictor
 
     with Predictor(tiny_onnx) as p:
         want = p.predict(serve_images, **rule)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from der_deploy.card import ModelCard
+from der_deploy.artifact.card import ModelCard
 from der_deploy.errors import CheckpointError
 from der_deploy.train.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from der_deploy.train.model import DER

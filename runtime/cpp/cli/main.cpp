@@ -32,10 +32,16 @@ const char* kHelp =
     "                             UTF-8 are written losslessly: invalid bytes as \\xNN, backslashes doubled.\n"
     "  -o, --output FILE          Write here (atomically) instead of stdout.\n"
     "  --strict                   Exit 1 if any image could not be read.\n"
-    "  --backend [auto|ort|trt]   [default: auto]\n"
+    "  --backend [auto|ort|trt|openvino]\n"
+    "                             [default: auto: ONNX Runtime for .onnx, TensorRT for .plan]\n"
+    "  --precision [fp32|bf16|fp16]\n"
+    "                             OpenVINO inference precision (default fp32); one this CPU lacks natively is an\n"
+    "                             error, never a silent FP32 run.\n"
     "  --providers LIST           ONNX Runtime providers in priority order: cpu or cuda,cpu (default cpu).\n"
-    "  --threads N                ONNX Runtime intra-op threads (default: ONNX Runtime's choice).\n"
+    "  --threads N                ONNX Runtime intra-op / OpenVINO inference threads (default: the runtime's).\n"
     "  --workers N                Decode threads (default: up to 4; 0 decodes inline).\n"
+    "  --max-pixels N             Refuse (error record) images above N decoded pixels, from their header; 0: only\n"
+    "                             the decompression-bomb limit.  [default: 40000000]\n"
     "  -h, --help                 Show this message and exit.\n"
     "\n"
     "Exit codes: 0 ok; 1 --strict and a file failed; 2 usage or engine error; 130 interrupted.\n";
@@ -54,9 +60,11 @@ struct Args {
   std::string output;
   bool strict = false;
   std::string backend = "auto";
+  std::string precision;  // "" = fp32 (OpenVINO only)
   std::optional<std::string> providers;
   int threads = 0;
   int workers = -1;
+  long long max_pixels = der::kDefaultMaxPixels;
 };
 
 long parse_int(const std::string& opt, const std::string& text, long lo) {
@@ -123,14 +131,21 @@ Args parse(int argc, char** argv) {
       a.strict = true;
     } else if (name == "--backend") {
       a.backend = need();
-      if (a.backend != "auto" && a.backend != "ort" && a.backend != "trt")
-        throw UsageError{"invalid value for --backend: '" + a.backend + "' is not one of 'auto', 'ort', 'trt'"};
+      if (a.backend != "auto" && a.backend != "ort" && a.backend != "trt" && a.backend != "openvino")
+        throw UsageError{"invalid value for --backend: '" + a.backend +
+                         "' is not one of 'auto', 'ort', 'trt', 'openvino'"};
+    } else if (name == "--precision") {
+      a.precision = need();
+      if (a.precision != "fp32" && a.precision != "bf16" && a.precision != "fp16")
+        throw UsageError{"invalid value for --precision: '" + a.precision + "' is not one of 'fp32', 'bf16', 'fp16'"};
     } else if (name == "--providers") {
       a.providers = need();
     } else if (name == "--threads") {
       a.threads = static_cast<int>(parse_int(name, need(), 1));
     } else if (name == "--workers") {
       a.workers = static_cast<int>(parse_int(name, need(), 0));
+    } else if (name == "--max-pixels") {
+      a.max_pixels = parse_int(name, need(), 0);
     } else {
       throw UsageError{"no such option: " + name + " (see der-infer-cpp --help)"};
     }
@@ -138,6 +153,8 @@ Args parse(int argc, char** argv) {
   if (!have_engine) throw UsageError{"missing option '--engine'"};
   if (a.paths.empty()) throw UsageError{"missing argument 'PATH...'"};
   if (a.threshold && a.top_k) throw UsageError{"--threshold and --top-k are mutually exclusive; give one of them"};
+  if (!a.precision.empty() && a.backend != "openvino")
+    throw UsageError{"--precision applies to --backend openvino only"};
   return a;
 }
 
@@ -178,10 +195,12 @@ int run(const Args& a) {
   }
   der::Options opts;
   opts.backend = a.backend;
+  opts.precision = a.precision;
   if (a.providers) opts.providers = split(*a.providers, ',');
   opts.intra_op_threads = a.threads;
   opts.batch_size = a.batch_size;
   opts.decode_threads = a.workers;
+  opts.max_pixels = a.max_pixels;
   der::Predictor pred(a.engine, opts);
   const der::Card& card = pred.card();
   if (a.top_k && static_cast<std::size_t>(*a.top_k) > card.num_classes())
@@ -221,7 +240,11 @@ int run(const Args& a) {
                  a.strict ? " (--strict: exit 1)" : "");
   // The summary line also counts what the folder walk skipped (dangling symlinks, FIFOs, ...), as der-infer's.
   const std::string skipped = found.skipped_total() ? "; " + found.describe_skipped() : "";
-  std::fprintf(stderr, "%s%s\n", derinfer::describe(stats).c_str(), skipped.c_str());
+  std::string line = derinfer::describe(stats);
+  const std::string marker = " img/s engine-only";  // "... engine-only on OpenVINO 2026.4.1 CPU bf16 (...)", as der-infer
+  if (a.backend == "openvino" && line.find(marker) != std::string::npos)
+    line.insert(line.find(marker) + marker.size(), " on " + pred.backend_description());
+  std::fprintf(stderr, "%s%s\n", line.c_str(), skipped.c_str());
   return failed && a.strict ? 1 : 0;
 }
 

@@ -10,7 +10,7 @@
 
 #include "der/error.hpp"
 #include "der/paths.hpp"
-#include "record.hpp"
+#include "der/record.hpp"
 
 namespace derinfer {
 namespace {

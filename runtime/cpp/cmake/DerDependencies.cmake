@@ -1,8 +1,9 @@
 # Third-party dependencies of der_runtime, each as one imported target:
 #   der::onnxruntime  ONNX Runtime C/C++ SDK from ONNXRUNTIME_ROOT (include/onnxruntime_cxx_api.h, lib/libonnxruntime.so)
-#   der::codecs       libjpeg(-turbo), libpng (required); libwebp, libtiff, giflib (when found: DER_HAVE_*);
-#                     EXIF is parsed in src/image (no libexif), see src/image/README.md
+#   der::codecs       libjpeg(-turbo), libpng (required); libwebp, libtiff (when found: DER_HAVE_*); GIF and EXIF
+#                     are parsed in src/image (no giflib, no libexif), see src/image/README.md
 #   der::tensorrt     TensorRT (nvinfer) + CUDA runtime, only when DER_WITH_TENSORRT is ON or AUTO and found
+#   openvino::runtime OpenVINO C++ runtime (the pip wheel's SDK), only when DER_WITH_OPENVINO is ON or AUTO and found
 #   nlohmann_json::nlohmann_json, Threads::Threads
 find_package(Threads REQUIRED)
 find_package(nlohmann_json 3.10 REQUIRED)
@@ -24,8 +25,6 @@ get_filename_component(DER_ORT_LIBDIR "${DER_ORT_LIBRARY}" DIRECTORY)
 add_library(der::onnxruntime SHARED IMPORTED)
 set_target_properties(der::onnxruntime PROPERTIES IMPORTED_LOCATION "${DER_ORT_LIBRARY}"
                       INTERFACE_INCLUDE_DIRECTORIES "${DER_ORT_INCLUDE}")
-# Keep the symlink path: the SDK's lib/ may point at the Python wheel's library (scripts/ort_sdk.sh).
-set_target_properties(der::onnxruntime PROPERTIES IMPORTED_NO_SONAME FALSE)
 
 # --- image codecs ---------------------------------------------------------------------------------------------------
 add_library(der::codecs INTERFACE IMPORTED)
@@ -42,13 +41,6 @@ if(DER_TIFF_FOUND)
   target_link_libraries(der::codecs INTERFACE PkgConfig::DER_TIFF)
   target_compile_definitions(der::codecs INTERFACE DER_HAVE_TIFF=1)
 endif()
-find_path(DER_GIF_INCLUDE gif_lib.h)
-find_library(DER_GIF_LIBRARY gif)
-if(DER_GIF_INCLUDE AND DER_GIF_LIBRARY)
-  target_include_directories(der::codecs INTERFACE "${DER_GIF_INCLUDE}")
-  target_link_libraries(der::codecs INTERFACE "${DER_GIF_LIBRARY}")
-  target_compile_definitions(der::codecs INTERFACE DER_HAVE_GIF=1)
-endif()
 
 # --- TensorRT + CUDA runtime (optional) -----------------------------------------------------------------------------
 set(DER_TENSORRT_ENABLED OFF)
@@ -64,5 +56,25 @@ if(NOT DER_WITH_TENSORRT STREQUAL "OFF")
   elseif(DER_WITH_TENSORRT STREQUAL "ON")
     message(FATAL_ERROR "DER_WITH_TENSORRT=ON but TensorRT (NvInferRuntime.h, libnvinfer) or the CUDA toolkit was "
             "not found; set TENSORRT_ROOT=DIR (include/ + lib/) and CUDAToolkit_ROOT, or use DER_WITH_TENSORRT=OFF")
+  endif()
+endif()
+
+# --- OpenVINO (optional): the pip wheel's C++ SDK, -DOpenVINO_DIR=<site-packages>/openvino/cmake ----------------------
+set(DER_OPENVINO_ENABLED OFF)
+set(DER_OV_LIBDIR "")
+if(NOT DER_WITH_OPENVINO STREQUAL "OFF")
+  find_package(OpenVINO QUIET COMPONENTS Runtime)
+  if(OpenVINO_FOUND AND TARGET openvino::runtime)
+    set(DER_OPENVINO_ENABLED ON)
+    # The wheel's libs/ folder: libopenvino.so and the CPU plugin it loads from beside itself (rpath, as for ORT).
+    get_target_property(_der_ov_lib openvino::runtime IMPORTED_LOCATION_RELEASE)
+    if(NOT _der_ov_lib)
+      get_target_property(_der_ov_lib openvino::runtime IMPORTED_LOCATION)
+    endif()
+    get_filename_component(DER_OV_LIBDIR "${_der_ov_lib}" DIRECTORY)
+  elseif(DER_WITH_OPENVINO STREQUAL "ON")
+    message(FATAL_ERROR "DER_WITH_OPENVINO=ON but OpenVINO was not found; pip install openvino and pass "
+            "-DOpenVINO_DIR=<site-packages>/openvino/cmake (scripts/cpp_build.sh does it from .venv), or use "
+            "DER_WITH_OPENVINO=OFF")
   endif()
 endif()

@@ -4,17 +4,21 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <new>
+#include <unordered_map>
 
 #include <nlohmann/json.hpp>
 
 #include "der/paths.hpp"
 #include "der/predictor.hpp"
-#include "record.hpp"
+#include "der/record.hpp"
 
 struct der_predictor {
   std::unique_ptr<der::Predictor> predictor;
+  std::vector<const char*> class_names;  // der_classes: pointers into predictor->card().classes
+  std::unordered_map<std::string, int> class_ids;
   mutable std::mutex mutex;
   std::string last_error;
 };
@@ -78,6 +82,59 @@ der::Rule rule(double threshold, int top_k) {
   return r;
 }
 
+// Typed records in one malloc block, so der_release_predictions is one free(): the records first, then the
+// label pointer arrays, the scores, the label ids and the strings (sections ordered by alignment). Labels point
+// at one copy of each class name in the block.
+der_prediction* pack(const der_predictor& h, const std::vector<der::Prediction>& preds) {
+  const auto& classes = h.predictor->card().classes;
+  std::vector<std::string> errors(preds.size());
+  std::size_t n_labels = 0, n_scores = 0, n_chars = 0;
+  for (const auto& c : classes) n_chars += c.size() + 1;
+  for (std::size_t i = 0; i < preds.size(); ++i) {
+    const auto& p = preds[i];
+    if (!p.ok()) errors[i] = der::error_text(p);
+    n_labels += p.labels.size();
+    n_scores += p.scores.size();
+    n_chars += p.path.size() + 1 + (p.ok() ? 0 : errors[i].size() + 1);
+  }
+  const std::size_t bytes = preds.size() * sizeof(der_prediction) + n_labels * sizeof(const char*) +
+                            n_scores * sizeof(float) + n_labels * sizeof(int) + n_chars;
+  std::unique_ptr<char, void (*)(void*)> block(static_cast<char*>(std::malloc(bytes)), std::free);
+  if (!block) throw std::bad_alloc();
+  auto* records = reinterpret_cast<der_prediction*>(block.get());
+  auto* label_ptrs = reinterpret_cast<const char**>(records + preds.size());
+  auto* scores = reinterpret_cast<float*>(label_ptrs + n_labels);
+  auto* ids = reinterpret_cast<int*>(scores + n_scores);
+  char* chars = reinterpret_cast<char*>(ids + n_labels);
+  auto put = [&chars](const std::string& s) {
+    std::memcpy(chars, s.c_str(), s.size() + 1);
+    const char* at = chars;
+    chars += s.size() + 1;
+    return at;
+  };
+  std::vector<const char*> names;
+  for (const auto& c : classes) names.push_back(put(c));
+  for (std::size_t i = 0; i < preds.size(); ++i) {
+    const auto& p = preds[i];
+    der_prediction& r = records[i];
+    r.path = put(p.path);
+    r.error = p.ok() ? nullptr : put(errors[i]);
+    r.num_labels = p.labels.size();
+    r.label_ids = p.labels.empty() ? nullptr : ids;
+    r.labels = p.labels.empty() ? nullptr : label_ptrs;
+    for (const auto& label : p.labels) {
+      const int id = h.class_ids.at(label);
+      *ids++ = id;
+      *label_ptrs++ = names[static_cast<std::size_t>(id)];
+    }
+    r.num_scores = p.scores.size();
+    r.scores = p.scores.empty() ? nullptr : scores;
+    for (const auto& s : p.scores) *scores++ = s.second;  // Prediction.scores is in card order
+  }
+  block.release();  // now the caller's, until der_release_predictions
+  return records;
+}
+
 #define DER_REQUIRE(cond, h, msg)                   \
   do {                                              \
     if (!(cond)) {                                  \
@@ -103,17 +160,24 @@ int der_create(const char* engine_path, const char* options_json, der_predictor*
       for (auto it = j.begin(); it != j.end(); ++it) {
         const std::string& k = it.key();
         if (k == "backend") opts.backend = it->get<std::string>();
+        else if (k == "precision") opts.precision = it->get<std::string>();
         else if (k == "providers") opts.providers = it->is_string() ? std::vector<std::string>{it->get<std::string>()}
                                                                    : it->get<std::vector<std::string>>();
         else if (k == "intra_op_threads") opts.intra_op_threads = it->get<int>();
         else if (k == "batch_size") opts.batch_size = it->get<int>();
         else if (k == "decode_threads") opts.decode_threads = it->get<int>();
         else throw der::Error("der_create: unknown option '" + k +
-                              "'; use backend, providers, intra_op_threads, batch_size, decode_threads");
+                              "'; use backend, precision, providers, intra_op_threads, batch_size, "
+                              "decode_threads");
       }
     }
     auto h = std::make_unique<der_predictor>();
     h->predictor = std::make_unique<der::Predictor>(engine_path, opts);
+    const auto& classes = h->predictor->card().classes;
+    for (std::size_t i = 0; i < classes.size(); ++i) {
+      h->class_names.push_back(classes[i].c_str());
+      h->class_ids.emplace(classes[i], static_cast<int>(i));
+    }
     *out = h.release();
   });
 }
@@ -158,6 +222,39 @@ int der_scores(der_predictor* h, const float* nchw, size_t n, float* out, size_t
     std::memcpy(out, probs.data(), probs.size() * sizeof(float));
   });
 }
+
+int der_classes(der_predictor* h, const char* const** out_names, size_t* out_n) {
+  DER_REQUIRE(h && out_names && out_n, h, "der_classes: handle, out_names and out_n must not be NULL");
+  *out_names = h->class_names.data();
+  *out_n = h->class_names.size();
+  return DER_OK;
+}
+
+int der_predict_files_typed(der_predictor* h, const char* const* paths, size_t n, double threshold, int top_k,
+                            der_prediction** out, size_t* out_n) {
+  DER_REQUIRE(h && out && out_n && (paths || n == 0), h,
+              "der_predict_files_typed: handle, paths, out and out_n must not be NULL");
+  for (size_t i = 0; i < n; ++i) DER_REQUIRE(paths[i], h, "der_predict_files_typed: a path is NULL");
+  *out = nullptr;
+  *out_n = 0;
+  return guarded(h, [&] {
+    const auto preds = h->predictor->predict(std::vector<std::string>(paths, paths + n), rule(threshold, top_k));
+    if (!preds.empty()) *out = pack(*h, preds);
+    *out_n = preds.size();
+  });
+}
+
+int der_predict_pixels_typed(der_predictor* h, const uint8_t* rgb, int width, int height, size_t stride,
+                             double threshold, int top_k, der_prediction** out) {
+  DER_REQUIRE(h && rgb && out, h, "der_predict_pixels_typed: handle, rgb and out must not be NULL");
+  *out = nullptr;
+  return guarded(h, [&] {
+    der::Image img{rgb, width, height, stride};
+    *out = pack(*h, {h->predictor->predict(img, rule(threshold, top_k))});
+  });
+}
+
+void der_release_predictions(der_prediction* records, size_t) { std::free(records); }  // one block: see pack
 
 void der_free_string(char* s) { std::free(s); }
 

@@ -17,7 +17,7 @@ using Json = nlohmann::ordered_json;
 
 const char* const kFields[] = {"classes",       "arch",       "input_size",     "interpolation",
                                "mean",          "std",        "channel_order",  "thresholds",
-                               "format_version", "provenance"};
+                               "format_version", "provenance", "decode"};
 const char* const kInterpolations[] = {"nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"};
 
 // Python's repr() of a JSON value, for messages ("'bilinaer'", "[448, 448]").
@@ -157,7 +157,23 @@ Card Card::from_json(const std::string& text) {
     if (!data["provenance"].is_object()) throw CardError("model card provenance must be a mapping");
     card.provenance_json = data["provenance"].dump();
   }
+  if (data.contains("decode")) {
+    const Json& m = data["decode"];
+    if (!m.is_string() || (m.get<std::string>() != "full" && m.get<std::string>() != "draft"))
+      throw CardError("model card decode " + repr(m) + " is unknown; use full or draft");
+    card.decode = m.get<std::string>();
+  }
   return card;
+}
+
+DecodeOptions Card::decode_options(long long max_pixels) const {
+  DecodeOptions o;
+  if (decode == "draft") {
+    o.draft_width = width;
+    o.draft_height = height;
+  }
+  o.max_pixels = max_pixels;
+  return o;
 }
 
 std::string Card::to_json() const {
@@ -172,6 +188,7 @@ std::string Card::to_json() const {
   j["thresholds"] = thresholds;
   j["format_version"] = format_version;
   j["provenance"] = Json::parse(provenance_json);
+  if (decode != "full") j["decode"] = decode;  // omitted at its default, as ModelCard.to_dict does
   return j.dump(2);
 }
 

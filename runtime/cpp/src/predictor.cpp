@@ -83,10 +83,13 @@ std::vector<std::size_t> decide_indices(const float* probs, const std::vector<do
 Predictor::Predictor(const std::string& engine_path, const Options& options) : path_(engine_path), options_(options) {
   if (options_.batch_size < 1)
     throw Error("batch_size must be >= 1, got " + std::to_string(options_.batch_size));
+  if (options_.max_pixels < 0)
+    throw Error("max_pixels must be >= 0 (0: no limit), got " + std::to_string(options_.max_pixels));
   const bool providers_given = !(options_.providers.size() == 1 && options_.providers[0] == "cpu");
   // As Python's read_card: a plan's sidecar is read (and validated) before any backend is asked for.
   if (engine_kind(path_) == "tensorrt" && options_.backend != "ort") read_sidecar(path_);
-  runner_ = open_runner(path_, options_.backend, options_.providers, providers_given, options_.intra_op_threads);
+  runner_ = open_runner(path_, options_.backend, options_.providers, providers_given, options_.intra_op_threads,
+                        options_.precision);
   runner_->activate();
   card_ = runner_->card();
   // _check_io of the Python Predictor: one input "images" (N, 3, H, W) and a "scores" or "logits" output.
@@ -122,7 +125,16 @@ Predictor::~Predictor() {
   if (runner_) runner_->deactivate();
 }
 
-std::string Predictor::backend_name() const { return runner_->name().rfind("onnxrt:", 0) == 0 ? "onnxruntime" : "tensorrt"; }
+std::string Predictor::backend_name() const {
+  const std::string& name = runner_->name();
+  if (name.rfind("onnxrt:", 0) == 0) return "onnxruntime";
+  return name.rfind("openvino:", 0) == 0 ? "openvino" : "tensorrt";
+}
+
+std::string Predictor::backend_description() const {
+  const std::string detail = runner_->description();
+  return detail.empty() ? backend_name() : detail;
+}
 
 void Predictor::check_rule(const Rule& rule) const {
   if (rule.threshold && !(std::isfinite(*rule.threshold) && *rule.threshold >= 0.0 && *rule.threshold <= 1.0))
@@ -188,7 +200,8 @@ Predictor::Decoded Predictor::decode_batch(const std::vector<std::string>& paths
         throw ImageError(paths[i], "not a regular file (a " + file_kind(st.st_mode) + "); name an image file");
       // Per-thread reused decode/resize buffers (image.hpp): no large allocation per image.
       load_and_preprocess(paths[i], card_.height, card_.width, card_.interpolation, card_.mean.data(),
-                          card_.std_dev.data(), card_.bgr(), d.data.data() + d.ok.size() * chw);
+                          card_.std_dev.data(), card_.bgr(), d.data.data() + d.ok.size() * chw,
+                          card_.decode_options(options_.max_pixels));
       d.ok.push_back(i);
     } catch (const ImageError& err) {
       d.errors[i] = err.what();

@@ -1,4 +1,4 @@
-#include "record.hpp"
+#include "der/record.hpp"
 
 #include <algorithm>
 #include <charconv>

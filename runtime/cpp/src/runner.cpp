@@ -61,21 +61,41 @@ std::string engine_kind(const std::string& path) {
 
 std::unique_ptr<Runner> open_runner(const std::string& path, const std::string& backend,
                                     const std::vector<std::string>& providers, bool providers_given,
-                                    int intra_op_threads) {
-  if (backend != "auto" && backend != "ort" && backend != "trt")
-    throw EngineError("unknown backend '" + backend + "'; use one of auto, ort, trt");
+                                    int intra_op_threads, const std::string& precision) {
+  if (backend != "auto" && backend != "ort" && backend != "trt" && backend != "openvino")
+    throw EngineError("unknown backend '" + backend + "'; use one of auto, ort, trt, openvino");
+  if (!precision.empty() && precision != "fp32" && precision != "bf16" && precision != "fp16")
+    throw Error("unknown precision '" + precision + "'; use fp32, bf16 or fp16 (with --backend openvino)");
+  if (!precision.empty() && backend != "openvino")
+    throw Error("--precision " + precision + " applies to --backend openvino only; ONNX Runtime and TensorRT run "
+                "the engine file's own precision");
   if (engine_kind(path) == "onnx") {
     if (backend == "trt")
       throw EngineError(path + " is an ONNX model, not a TensorRT engine; build a .plan with der-export, or run it "
                         "on ONNX Runtime's TensorRT provider with --backend ort --providers tensorrt");
+    if (backend == "openvino") {
+      if (providers_given)
+        throw EngineError(path + ": --providers applies to ONNX Runtime only; OpenVINO runs on the CPU");
+      return make_ov_runner(path, precision, intra_op_threads);
+    }
     return make_ort_runner(path, providers, intra_op_threads);
   }
   if (backend == "ort")
     throw EngineError(path + " is a TensorRT engine; use --backend trt (or auto), or pass the .onnx file to ONNX Runtime");
+  if (backend == "openvino")
+    throw EngineError(path + " is a TensorRT engine; OpenVINO runs the .onnx file der-export wrote beside it");
   if (providers_given)
     throw EngineError(path + ": --providers applies to ONNX Runtime only; a TensorRT engine always runs on its GPU");
   return make_trt_runner(path);
 }
+
+#ifndef DER_WITH_OPENVINO
+bool has_openvino() { return false; }
+std::unique_ptr<Runner> make_ov_runner(const std::string& onnx_path, const std::string&, int) {
+  throw BackendUnavailable(onnx_path + ": this der_runtime was built without OpenVINO; pip install openvino into .venv "
+                           "and rebuild (make cpp), or pass cmake -DOpenVINO_DIR=<site-packages>/openvino/cmake");
+}
+#endif
 
 #ifndef DER_WITH_TENSORRT
 bool has_tensorrt() { return false; }

@@ -12,7 +12,7 @@
 namespace der {
 namespace {
 
-using Json = nlohmann::json;
+using Json = nlohmann::ordered_json;  // keeps the card's provenance in the file's order, as card.cpp does
 const char* const kFormat = "der-deploy.tensorrt-plan";
 constexpr int kVersion = 1;
 

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <limits>
 
-#include "record.hpp"
+#include "der/record.hpp"
 
 namespace {
 

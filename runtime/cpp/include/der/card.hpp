@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "der/export.h"
 #include "der/image.hpp"
 
 namespace der {
@@ -14,7 +15,7 @@ namespace der {
 constexpr int kCardFormatVersion = 1;
 constexpr const char* kOnnxCardKey = "der_deploy.card";  // ONNX metadata_props key
 
-struct Card {
+struct DER_API Card {
   std::vector<std::string> classes;
   std::string arch = "resnet101";
   int height = 448;  // input_size is (H, W)
@@ -26,9 +27,12 @@ struct Card {
   std::vector<double> thresholds;     // one per class
   int format_version = kCardFormatVersion;
   std::string provenance_json = "{}";  // kept as JSON text; the SDK does not interpret it
+  std::string decode = "full";         // "full" or "draft": JPEGs shrunk on load to cover (height, width)
 
   std::size_t num_classes() const { return classes.size(); }
   bool bgr() const { return channel_order == "BGR"; }
+  // How to decode images for this card: the draft target when decode is "draft", and `max_pixels` (0: none).
+  DecodeOptions decode_options(long long max_pixels = 0) const;
 
   // Parse the card's JSON text; CardError for invalid JSON or any rule ModelCard.validate enforces.
   static Card from_json(const std::string& text);

@@ -3,7 +3,8 @@
  * Exported by libder_runtime.so itself (one library, one copy of the runtime; no C++ type crosses this
  * header). Every function returns DER_OK (0) or an error code; the message, one line naming the file and the
  * fix, is der_last_error(handle) -- or der_last_error(NULL) for a failed der_create. Strings returned through
- * `char** out` are UTF-8 JSON owned by the caller: release them with der_free_string.
+ * `char** out` are UTF-8 JSON owned by the caller: release them with der_free_string. The same results come
+ * typed as der_prediction records (der_predict_*_typed), owned by the library until der_release_predictions.
  *
  * Paths in the JSON are written as der-infer writes them: valid UTF-8 as is, "\" as "\\", other bytes as \xNN.
  * A handle may be used from several threads at once; der_last_error(handle) then reports the most recent
@@ -13,6 +14,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "der/export.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -32,31 +35,62 @@ enum der_status {
 };
 
 /* "0.1.0" */
-const char* der_version(void);
+DER_API const char* der_version(void);
 
 /* Open an engine (.onnx for ONNX Runtime, .plan + .plan.json for TensorRT). options_json may be NULL or e.g.
  * {"backend": "auto", "providers": ["cpu"], "intra_op_threads": 0, "batch_size": 8, "decode_threads": -1}. */
-int der_create(const char* engine_path, const char* options_json, der_predictor** out);
+DER_API int der_create(const char* engine_path, const char* options_json, der_predictor** out);
 
 /* The model card as JSON (classes, input_size, interpolation, mean, std, channel_order, thresholds, ...). */
-int der_card_json(der_predictor* handle, char** out_json);
+DER_API int der_card_json(der_predictor* handle, char** out_json);
 
 /* Decision rule: threshold < 0 (or NaN) means "the card's per-class thresholds"; top_k <= 0 means "no top-k".
  * Writes a JSON array with one record per path, in order: {"path", "labels", "scores"} or {"path", "error"}. */
-int der_predict_files(der_predictor* handle, const char* const* paths, size_t n, double threshold, int top_k,
-                      char** out_json);
+DER_API int der_predict_files(der_predictor* handle, const char* const* paths, size_t n, double threshold,
+                              int top_k, char** out_json);
 
 /* RGB8 pixels (row stride in bytes; 0 means 3 * width). Writes one record {"labels", "scores"}. */
-int der_predict_pixels(der_predictor* handle, const uint8_t* rgb, int width, int height, size_t stride,
-                       double threshold, int top_k, char** out_json);
+DER_API int der_predict_pixels(der_predictor* handle, const uint8_t* rgb, int width, int height, size_t stride,
+                               double threshold, int top_k, char** out_json);
 
 /* Probabilities for an already preprocessed float32 batch (n, 3, H, W): writes n * classes floats to out
  * (out_len is its capacity in floats). */
-int der_scores(der_predictor* handle, const float* nchw, size_t n, float* out, size_t out_len);
+DER_API int der_scores(der_predictor* handle, const float* nchw, size_t n, float* out, size_t out_len);
 
-void der_free_string(char* s);
-const char* der_last_error(const der_predictor* handle);
-void der_destroy(der_predictor* handle);
+/* --- typed results: the records of der_predict_files / der_predict_pixels without JSON ------------------------ */
+
+/* One record. Every pointer lies in one block owned by the library (see der_release_predictions); arrays
+ * that would be empty are NULL. */
+typedef struct der_prediction {
+  const char* path;           /* the path exactly as given ("" for pixels) */
+  const char* error;          /* NULL, or the JSON record's "error" text (UTF-8, the path written as in the
+                               * JSON); then there are no labels and no scores */
+  size_t num_labels;
+  const int* label_ids;       /* class indices (card order), by descending score, ties in class order */
+  const char* const* labels;  /* the same classes by name */
+  size_t num_scores;          /* the card's class count (0 on error) */
+  const float* scores;        /* every class's probability, card order */
+} der_prediction;
+
+/* The card's class names in order; valid until der_destroy(handle). */
+DER_API int der_classes(der_predictor* handle, const char* const** out_names, size_t* out_n);
+
+/* der_predict_files typed: *out = n records (NULL when n is 0), in order; a file that cannot be read is a
+ * record with error set, not a failed call. Release with der_release_predictions(*out, *out_n). On a failed
+ * call *out is NULL and nothing is to be released (as for der_predict_pixels_typed). */
+DER_API int der_predict_files_typed(der_predictor* handle, const char* const* paths, size_t n, double threshold,
+                                    int top_k, der_prediction** out, size_t* out_n);
+
+/* der_predict_pixels typed: *out = one record; release with der_release_predictions(*out, 1). */
+DER_API int der_predict_pixels_typed(der_predictor* handle, const uint8_t* rgb, int width, int height,
+                                     size_t stride, double threshold, int top_k, der_prediction** out);
+
+/* Frees records returned by der_predict_*_typed (n as returned; NULL is a no-op). */
+DER_API void der_release_predictions(der_prediction* records, size_t n);
+
+DER_API void der_free_string(char* s);
+DER_API const char* der_last_error(const der_predictor* handle);
+DER_API void der_destroy(der_predictor* handle);
 
 #ifdef __cplusplus
 }

@@ -5,21 +5,23 @@
 #include <stdexcept>
 #include <string>
 
+#include "der/export.h"
+
 namespace der {
 
-class Error : public std::runtime_error {
+class DER_API Error : public std::runtime_error {
  public:
   explicit Error(const std::string& message) : std::runtime_error(message) {}
 };
 
 // A model card that is malformed, or that this SDK cannot honour (never approximated).
-class CardError : public Error {
+class DER_API CardError : public Error {
  public:
   using Error::Error;
 };
 
 // An image that cannot be decoded; what() is "<path>: <reason>", as str(ImageError) in Python.
-class ImageError : public Error {
+class DER_API ImageError : public Error {
  public:
   ImageError(const std::string& path, const std::string& reason)
       : Error(path + ": " + reason), path_(path), reason_(reason) {}
@@ -32,13 +34,13 @@ class ImageError : public Error {
 };
 
 // An engine file (.onnx / .plan + sidecar) that is missing, corrupt, or built for another machine.
-class EngineError : public Error {
+class DER_API EngineError : public Error {
  public:
   using Error::Error;
 };
 
 // An optional backend (TensorRT, the CUDA execution provider) that is not built in or has no device.
-class BackendUnavailable : public Error {
+class DER_API BackendUnavailable : public Error {
  public:
   using Error::Error;
 };

@@ -17,16 +17,19 @@
 
 #include "der/card.hpp"
 #include "der/error.hpp"
+#include "der/export.h"
 #include "der/image.hpp"
 
 namespace der {
 
 struct Options {
-  std::string backend = "auto";             // auto (by suffix) | ort | trt
+  std::string backend = "auto";             // auto (by suffix) | ort | trt | openvino (CPU, .onnx)
+  std::string precision;                     // openvino only: "" (= fp32) | fp32 | bf16 | fp16; never downgraded
   std::vector<std::string> providers{"cpu"};  // ONNX Runtime providers in priority order: {"cpu"} or {"cuda","cpu"}
   int intra_op_threads = 0;                  // ONNX Runtime intra-op threads; 0: ONNX Runtime's default
   int batch_size = 8;                        // images per engine call (split further above the engine's maximum)
   int decode_threads = -1;                   // decode+preprocess threads; -1: min(4, cores), 0: decode inline
+  long long max_pixels = kDefaultMaxPixels;  // larger images are an error record (image.hpp); 0: no limit
 };
 
 // Decision rule (Predictor.decide in Python):
@@ -55,7 +58,7 @@ struct Stats {
 
 class Runner;
 
-class Predictor {
+class DER_API Predictor {
  public:
   Predictor(const std::string& engine_path, const Options& options = Options());
   ~Predictor();
@@ -65,7 +68,10 @@ class Predictor {
   const Card& card() const { return card_; }
   const std::string& engine_path() const { return path_; }
   const Options& options() const { return options_; }
-  std::string backend_name() const;  // "onnxruntime" or "tensorrt"
+  std::string backend_name() const;  // "onnxruntime", "tensorrt" or "openvino"
+  // What ran, read back from the engine: backend_name(), or for OpenVINO e.g. "OpenVINO 2026.4.1 CPU bf16" (the
+  // compiled model's execution devices and inference precision).
+  std::string backend_description() const;
 
   // Files, decoded by the pool while the engine runs; unreadable files give a Prediction with error.
   std::vector<Prediction> predict(const std::vector<std::string>& paths, const Rule& rule = Rule()) const;
@@ -82,24 +88,24 @@ class Predictor {
   void check_rule(const Rule& rule) const;
 
  private:
-  struct Decoded;
-  Decoded decode_batch(const std::vector<std::string>& paths) const;
-  Prediction make_prediction(std::string path, const float* probs, const Rule& rule) const;
+  struct DER_LOCAL Decoded;
+  DER_LOCAL Decoded decode_batch(const std::vector<std::string>& paths) const;
+  DER_LOCAL Prediction make_prediction(std::string path, const float* probs, const Rule& rule) const;
 
   std::string path_;
   Options options_;
   Card card_;
   std::unique_ptr<Runner> runner_;
   std::string output_name_;  // "scores" (probabilities) or "logits" (sigmoid applied here)
-  class Pool;
+  class DER_LOCAL Pool;
   std::unique_ptr<Pool> pool_;
 };
 
 // The decision rule on its own (used by Predictor::decide); `probs` has card.num_classes() entries.
-std::vector<std::size_t> decide_indices(const float* probs, const std::vector<double>& card_thresholds,
-                                        const Rule& rule);
+DER_API std::vector<std::size_t> decide_indices(const float* probs, const std::vector<double>& card_thresholds,
+                                                const Rule& rule);
 
 // The library version ("0.1.0").
-const char* version();
+DER_API const char* version();
 
 }  // namespace der

@@ -10,6 +10,7 @@
 
 #include "der/card.hpp"
 #include "der/error.hpp"
+#include "der/export.h"
 
 namespace der {
 
@@ -18,7 +19,7 @@ struct TensorInfo {
   std::vector<std::int64_t> shape;  // -1 for a dynamic dimension
 };
 
-class Runner {
+class DER_API Runner {
  public:
   explicit Runner(std::string name) : name_(std::move(name)) {}
   virtual ~Runner() = default;
@@ -38,6 +39,9 @@ class Runner {
   virtual std::size_t min_batch() const { return 1; }  // > 1 only for a fixed batch dimension
   // The model card stored with the engine (ONNX metadata_props / TensorRT sidecar).
   virtual Card card() const = 0;
+  // What actually runs, read back from the engine once active (OpenVINO: version, devices, precision); "" if
+  // the backend has nothing beyond its name to report.
+  virtual std::string description() const { return ""; }
 
  protected:
   virtual void activate_impl() = 0;
@@ -51,18 +55,26 @@ class Runner {
 
 // ONNX Runtime through its official C++ API. providers: "cpu", "cuda" (short names) or full ORT names; a
 // requested provider this ONNX Runtime build lacks is BackendUnavailable, never a silent CPU fallback.
-std::unique_ptr<Runner> make_ort_runner(const std::string& onnx_path, const std::vector<std::string>& providers,
-                                        int intra_op_threads);
+DER_API std::unique_ptr<Runner> make_ort_runner(const std::string& onnx_path,
+                                                const std::vector<std::string>& providers, int intra_op_threads);
 // TensorRT (only when built with DER_WITH_TENSORRT; otherwise throws BackendUnavailable).
-std::unique_ptr<Runner> make_trt_runner(const std::string& plan_path);
+DER_API std::unique_ptr<Runner> make_trt_runner(const std::string& plan_path);
 // Whether this build includes the TensorRT backend.
-bool has_tensorrt();
+DER_API bool has_tensorrt();
+// OpenVINO on the CPU (only when built with DER_WITH_OPENVINO; otherwise throws BackendUnavailable).
+// precision: "" or "fp32", "bf16", "fp16" (its inference precision hint); one the CPU lacks natively, or one
+// the compiled model does not confirm, is BackendUnavailable at activate(), never a silent FP32 run.
+DER_API std::unique_ptr<Runner> make_ov_runner(const std::string& onnx_path, const std::string& precision,
+                                               int inference_threads);
+// Whether this build includes the OpenVINO backend.
+DER_API bool has_openvino();
 
 // "onnx" or "tensorrt" from the suffix; EngineError for an unknown suffix or a missing file (runtime/artifacts.py).
-std::string engine_kind(const std::string& path);
-// An inactive runner for `path`: backend "auto" picks by suffix, "ort"/"trt" insist.
-std::unique_ptr<Runner> open_runner(const std::string& path, const std::string& backend,
-                                    const std::vector<std::string>& providers, bool providers_given,
-                                    int intra_op_threads);
+DER_API std::string engine_kind(const std::string& path);
+// An inactive runner for `path`: backend "auto" picks by suffix, "ort"/"trt"/"openvino" insist. precision
+// (fp32|bf16|fp16) applies to "openvino" only; an unknown one is an Error.
+DER_API std::unique_ptr<Runner> open_runner(const std::string& path, const std::string& backend,
+                                            const std::vector<std::string>& providers, bool providers_given,
+                                            int intra_op_threads, const std::string& precision = "");
 
 }  // namespace der

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "der/card.hpp"
+#include "der/export.h"
 
 namespace der {
 
@@ -15,7 +16,7 @@ struct Profile {
   std::vector<std::int64_t> min, opt, max;
 };
 
-struct Sidecar {
+struct DER_API Sidecar {
   Card card;
   std::string onnx_name, onnx_sha256, plan_sha256, tensorrt_version, gpu_name, compute_capability, precision;
   std::vector<Profile> profiles;
@@ -25,13 +26,14 @@ struct Sidecar {
   static Sidecar from_json(const std::string& text, const std::string& where);
 };
 
-std::string sidecar_path(const std::string& plan_path);  // der.plan -> der.plan.json
-Sidecar read_sidecar(const std::string& plan_path);      // EngineError when missing or malformed
+DER_API std::string sidecar_path(const std::string& plan_path);  // der.plan -> der.plan.json
+DER_API Sidecar read_sidecar(const std::string& plan_path);  // EngineError when missing or malformed
 
 // EngineError ("... rebuild it from the ONNX: der-export <onnx> --trt") for another TensorRT version or compute
 // capability; returns warnings (another GPU model with the same compute capability).
-std::vector<std::string> check_compatible(const Sidecar& sidecar, const std::string& trt_version,
-                                          const std::string& gpu_name, const std::string& compute_capability,
-                                          const std::string& plan_path);
+DER_API std::vector<std::string> check_compatible(const Sidecar& sidecar, const std::string& trt_version,
+                                                  const std::string& gpu_name,
+                                                  const std::string& compute_capability,
+                                                  const std::string& plan_path);
 
 }  // namespace der

@@ -88,8 +88,9 @@ void read_file(const std::string& path, std::vector<std::uint8_t>& bytes) {
   bytes.resize(have);
 }
 
-void decode_into(Bytes in, const std::string& name, Decoded& d) {
+void decode_into(Bytes in, const std::string& name, const DecodeOptions& options, Decoded& d) {
   d.orientation = 1;
+  d.options = options;
   if (in.size == 0) throw ImageError(name, "empty (0 bytes), not an image");
   if (starts_with(in, "\xff\xd8\xff", 3)) {
     decode_jpeg(in, name, d);
@@ -127,11 +128,33 @@ void fail_unsupported(const std::string& name, const std::string& format) {
 }
 
 void check_bomb(const std::string& name, long long width, long long height) {
-  const long long pixels = (width > 1 ? width : 1) * (height > 1 ? height : 1);
-  if (pixels > 2 * kMaxImagePixels)
-    throw ImageError(name, "refused as a decompression bomb (Image size (" + std::to_string(pixels) +
+  // Sides come from untrusted headers (a PNM's up to 2^40): multiplied in 128 bits, as Python's ints never
+  // overflow (fuzz_decode found the 64-bit product overflowing; tests/fuzz_regressions).
+  using u128 = unsigned __int128;
+  const u128 pixels = u128(width > 1 ? width : 1) * u128(height > 1 ? height : 1);
+  if (pixels > u128(2 * kMaxImagePixels)) {
+    std::string digits;
+    for (u128 v = pixels; v; v /= 10) digits.insert(digits.begin(), static_cast<char>('0' + int(v % 10)));
+    throw ImageError(name, "refused as a decompression bomb (Image size (" + digits +
                                " pixels) exceeds limit of " + std::to_string(2 * kMaxImagePixels) +
                                " pixels, could be decompression bomb DOS attack.)");
+  }
+}
+
+void check_size(const std::string& name, long long width, long long height, const Decoded& d) {
+  check_bomb(name, width, height);
+  if (d.options.max_pixels > 0 && width * height > d.options.max_pixels)
+    fail_too_large(name, width, height, d.options.max_pixels, 1);
+}
+
+void fail_too_large(const std::string& name, long long width, long long height, long long limit, int scale) {
+  static const char kTimes[] = "\xc3\x97";  // U+00D7 in UTF-8, as Python writes it
+  const auto size = [](long long w, long long h) { return std::to_string(w) + kTimes + std::to_string(h); };
+  std::string what = size(width, height);
+  if (scale > 1)
+    what = size((width + scale - 1) / scale, (height + scale - 1) / scale) + " (1/" + std::to_string(scale) + " of " +
+           what + ")";
+  throw ImageError(name, "too large: " + what + " > " + std::to_string(limit) + " pixels; raise --max-pixels");
 }
 
 void reset_bitmap(Bitmap& b, long long w, long long h) {
@@ -179,7 +202,7 @@ int exif_orientation(Bytes exif) {
     }
     if (tag != 0x0112 || size == 0) continue;
     if (cnt != 1) return 1;  // a tuple: present, but not an orientation Pillow acts on
-    long long value = 1;
+    double value = 1;
     switch (type) {
       case 1: value = v[0]; break;
       case 3: value = read_u16(v, big); break;
@@ -187,9 +210,32 @@ int exif_orientation(Bytes exif) {
       case 6: value = static_cast<std::int8_t>(v[0]); break;
       case 8: value = static_cast<std::int16_t>(read_u16(v, big)); break;
       case 9: value = static_cast<std::int32_t>(read_u32(v, big)); break;
-      default: return 1;  // text, rational, ...: present, not acted on
+      // Rationals and floats too: exif_transpose looks the value up in a dict, where 6.0 and 12/2 match 6.
+      case 5: case 10: {
+        const std::uint32_t num = read_u32(v, big), den = read_u32(v + 4, big);
+        if (den == 0) return 1;  // Pillow's IFDRational is NaN then: never an orientation
+        value = type == 5 ? double(num) / double(den)
+                          : double(static_cast<std::int32_t>(num)) / double(static_cast<std::int32_t>(den));
+        break;
+      }
+      case 11: {
+        const std::uint32_t bits = read_u32(v, big);
+        float f;
+        std::memcpy(&f, &bits, sizeof f);
+        value = f;
+        break;
+      }
+      case 12: {
+        const std::uint64_t bits = std::uint64_t(read_u32(v, big)) << (big ? 32 : 0) |
+                                   std::uint64_t(read_u32(v + 4, big)) << (big ? 0 : 32);
+        std::memcpy(&value, &bits, sizeof value);
+        break;
+      }
+      default: return 1;  // text, undefined, ...: present, not acted on
     }
-    return value >= 1 && value <= 8 ? static_cast<int>(value) : 1;
+    for (int k = 1; k <= 8; ++k)
+      if (value == k) return k;
+    return 1;
   }
   return 0;
 }
@@ -209,23 +255,24 @@ int xmp_orientation(Bytes xmp) {
 
 }  // namespace detail
 
-Bitmap decode_memory(const std::uint8_t* data, std::size_t size, const std::string& name) {
+Bitmap decode_memory(const std::uint8_t* data, std::size_t size, const std::string& name,
+                     const DecodeOptions& options) {
   detail::Decoded d;
-  detail::decode_into(detail::Bytes{data, size}, name, d);
+  detail::decode_into(detail::Bytes{data, size}, name, options, d);
   if (d.orientation < 2 || d.orientation > 8) return std::move(d.bitmap);
   Bitmap upright;
   detail::apply_orientation(d.bitmap, d.orientation, upright);
   return upright;
 }
 
-Bitmap decode_file(const std::string& path) {
+Bitmap decode_file(const std::string& path, const DecodeOptions& options) {
   std::vector<std::uint8_t> bytes;
   detail::read_file(path, bytes);
-  return decode_memory(bytes.data(), bytes.size(), path);
+  return decode_memory(bytes.data(), bytes.size(), path, options);
 }
 
 void load_and_preprocess(const std::string& path, int height, int width, Interpolation interp, const double mean[3],
-                         const double std[3], bool bgr, float* out) {
+                         const double std[3], bool bgr, float* out, const DecodeOptions& options) {
   // Per-thread buffers, reused image after image: allocating a few MB per image costs page faults that
   // showed up as a third of the preprocessing time.
   struct Scratch {
@@ -235,7 +282,7 @@ void load_and_preprocess(const std::string& path, int height, int width, Interpo
   };
   thread_local Scratch s;
   detail::read_file(path, s.file);
-  detail::decode_into(detail::Bytes{s.file.data(), s.file.size()}, path, s.decoded);
+  detail::decode_into(detail::Bytes{s.file.data(), s.file.size()}, path, options, s.decoded);
   const Bitmap* img = &s.decoded.bitmap;
   if (s.decoded.orientation >= 2 && s.decoded.orientation <= 8) {
     detail::apply_orientation(s.decoded.bitmap, s.decoded.orientation, s.upright);

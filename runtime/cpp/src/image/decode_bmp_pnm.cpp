@@ -60,7 +60,7 @@ void decode_bmp(Bytes in, const std::string& name, Decoded& d) {
   } else {
     fail_corrupt(name, "Unsupported BMP header type (" + std::to_string(header) + ")");
   }
-  check_bomb(name, w, ht);
+  check_size(name, w, ht, d);
   if (colors == 0) colors = 1LL << std::min(bits, 62);
   if (offset == 14 + header && bits <= 8) offset += static_cast<std::uint32_t>(pal_entry * colors);
   if (bits != 1 && bits != 4 && bits != 8 && bits != 16 && bits != 24 && bits != 32)
@@ -162,7 +162,7 @@ void decode_pnm(Bytes in, const std::string& name, Decoded& d) {
   // 8-bit, and 16-bit at full range (Pillow: gray as I;16 -> rint(v / 257), colour keeps the high byte).
   if (maxval != 255 && !(maxval == 65535 && kind != '4'))
     fail_unsupported(name, "PNM with maxval " + std::to_string(maxval));
-  check_bomb(name, w, h);
+  check_size(name, w, h, d);
   const int bytes = maxval == 65535 ? 2 : 1;
   const std::size_t row = kind == '4' ? (w + 7) / 8 : (kind == '5' ? w : 3 * w) * bytes;
   if (pos > in.size || in.size - pos < row * h) fail_corrupt(name, "image file is truncated");

@@ -152,7 +152,7 @@ void decode_gif(Bytes in, const std::string& name, Decoded& d) {
     global.assign(in.data + st.pos, in.data + st.pos + n);
     st.pos += n;
   }
-  check_bomb(name, cw, ch);
+  check_size(name, cw, ch, d);
   int transparent = -1;
   for (;;) {  // blocks up to the first image descriptor, as Pillow's _seek(0) walks them
     const int tag = st.byte();
@@ -192,7 +192,7 @@ void decode_gif(Bytes in, const std::string& name, Decoded& d) {
     // A first frame reaching past the logical screen grows the canvas, as in Pillow.
     cw = std::max<long long>(cw, x0 + fw);
     ch = std::max<long long>(ch, y0 + fh);
-    check_bomb(name, cw, ch);
+    check_size(name, cw, ch, d);
     if (fw == 0 || fh == 0) fail_corrupt(name, "tile cannot extend outside image");
     const std::vector<std::uint8_t>& pal = (dsc[8] & 128) ? local : global;
     const bool has_pal = (dsc[8] & 128) || (flags & 128);

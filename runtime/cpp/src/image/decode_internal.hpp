@@ -11,10 +11,12 @@
 namespace der {
 namespace detail {
 
-// What a format decoder returns: upright-less RGB pixels plus the EXIF orientation it found (1 = none).
+// What a format decoder returns: upright-less RGB pixels plus the EXIF orientation it found (1 = none);
+// `options` is its input (shrink-on-load target, pixel limit).
 struct Decoded {
   Bitmap bitmap;
   int orientation = 1;
+  DecodeOptions options;
 };
 
 struct Bytes {
@@ -32,6 +34,11 @@ inline std::uint32_t le32(const std::uint8_t* p) { return le16(p) | le16(p + 2) 
 
 // Pillow's decompression-bomb rule: an error above 2 * Image.MAX_IMAGE_PIXELS (only a warning below it).
 void check_bomb(const std::string& name, long long width, long long height);
+// check_bomb, then d.options.max_pixels on a size decoded in full; from the header, before any pixel is decoded.
+void check_size(const std::string& name, long long width, long long height, const Decoded& d);
+// "too large: W×H > LIMIT pixels; raise --max-pixels" (der_deploy.images.too_large); scale > 1: DCT-scaled size.
+[[noreturn]] void fail_too_large(const std::string& name, long long width, long long height, long long limit,
+                                 int scale);
 
 // Orientation from an EXIF blob (optionally starting with "Exif\0\0", once or twice, then a TIFF header and
 // IFD0): 2..8 to act on, 0 when the tag is absent (then XMP may supply it, as in Pillow), 1 when present but

@@ -1,5 +1,5 @@
 // JPEG through libjpeg-turbo's libjpeg API (islow IDCT, fancy upsampling: libjpeg's defaults, which Pillow
-// also uses when it is not in draft mode). Errors unwind through a per-decode setjmp, so there is no global
+// keeps when Image.draft only sets a scale, as der_deploy.images does; DCT scaling via scale_num/scale_denom). Errors unwind through a per-decode setjmp, so there is no global
 // state. A premature end of data is an error (Pillow refuses truncated files), and, like the Python runtime, a
 // JPEG with no end-of-image marker after its first start-of-scan marker is refused.
 #include <algorithm>
@@ -31,8 +31,12 @@ void on_error(j_common_ptr cinfo) {
 }
 
 void on_message(j_common_ptr cinfo, int level) {
-  // Warnings about corrupt entropy data are tolerated as Pillow tolerates them; running out of data is not.
-  if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF) {
+  // Warnings about corrupt entropy data are tolerated as Pillow tolerates them; running out of data is not,
+  // unless every row is already out: Pillow ignores a jpeg_finish_decompress that wants more data then (a
+  // damaged file whose entropy data swallowed its EOI; libjpeg's memory source supplies a fake one).
+  const auto* d = reinterpret_cast<j_decompress_ptr>(cinfo);
+  const bool rows_done = d->output_height > 0 && d->output_scanline >= d->output_height;
+  if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF && !rows_done) {
     auto* err = reinterpret_cast<ErrorManager*>(cinfo->err);
     std::snprintf(err->message, sizeof err->message, "image file is truncated");
     std::longjmp(err->jump, 1);
@@ -99,7 +103,8 @@ void decode_jpeg(Bytes in, const std::string& name, Decoded& d) {
   jpeg_read_header(&s.cinfo, TRUE);
   const int comps = s.cinfo.num_components;
   if (comps != 1 && comps != 3 && comps != 4) fail_corrupt(name, "cannot handle " + std::to_string(comps) + "-layer images");
-  check_bomb(name, s.cinfo.image_width, s.cinfo.image_height);
+  const long long full_w = s.cinfo.image_width, full_h = s.cinfo.image_height;
+  check_bomb(name, full_w, full_h);
 
   // APP1 segments as Pillow keeps them: EXIF payloads concatenated (the first keeps its "Exif\0\0"), the last
   // XMP packet (after its namespace string) wins.
@@ -114,9 +119,37 @@ void decode_jpeg(Bytes in, const std::string& name, Decoded& d) {
     }
   }
 
+  int orientation = s.has_exif ? exif_orientation(Bytes{s.exif.data(), s.exif.size()}) : 0;
+  // Pillow reads a JPEG's EXIF while opening it, to find the DPI, unless the JFIF header already gave one;
+  // that read swallows an unreadable EXIF (then there is no orientation, and XMP is not consulted either).
+  // Without that early read, exif_transpose meets the error and the Python runtime fails the file.
+  const bool jfif_dpi = s.cinfo.saw_JFIF_marker && (s.cinfo.density_unit == 1 || s.cinfo.density_unit == 2);
+  const bool bad_exif = orientation < 0 && jfif_dpi;
+  if (orientation < 0) orientation = 1;
+  if (orientation == 0 && s.xmp.data) orientation = xmp_orientation(s.xmp);
+
+  // Shrink-on-load: Pillow's draft rule, on the stored image (sides swapped when it is stored sideways). The
+  // Python runtime reads the EXIF before decoding to choose the scale, so an unreadable one fails it there.
+  int scale = 1, counted = 1;
+  const DecodeOptions& opt = d.options;
+  if (opt.draft_width > 0 && opt.draft_height > 0) {
+    if (bad_exif) fail_corrupt(name, "EXIF block is not a valid TIFF structure");
+    const bool sideways = orientation >= 5 && orientation <= 8;
+    const long long tw = sideways ? opt.draft_height : opt.draft_width;
+    const long long th = sideways ? opt.draft_width : opt.draft_height;
+    const long long fit = std::min(full_w / tw, full_h / th);
+    scale = fit >= 8 ? 8 : fit >= 4 ? 4 : fit >= 2 ? 2 : 1;
+    // A progressive or non-interleaved file keeps every coefficient of the full image, whatever the scale.
+    counted = jpeg_has_multiple_scans(&s.cinfo) ? 1 : scale;
+  }
+  if (opt.max_pixels > 0 && ((full_w + counted - 1) / counted) * ((full_h + counted - 1) / counted) > opt.max_pixels)
+    fail_too_large(name, full_w, full_h, opt.max_pixels, counted);
+
   s.cinfo.out_color_space = comps == 1 ? JCS_GRAYSCALE : comps == 3 ? JCS_RGB : JCS_CMYK;
   s.cinfo.dct_method = JDCT_ISLOW;
   s.cinfo.do_fancy_upsampling = TRUE;
+  s.cinfo.scale_num = 1;
+  s.cinfo.scale_denom = static_cast<unsigned int>(scale);
   jpeg_start_decompress(&s.cinfo);
   const int w = static_cast<int>(s.cinfo.output_width), h = static_cast<int>(s.cinfo.output_height);
   d.bitmap.width = w;
@@ -143,16 +176,7 @@ void decode_jpeg(Bytes in, const std::string& name, Decoded& d) {
   if (!has_eoi_after_sos(in))
     throw ImageError(name, "truncated or corrupt JPEG (no end-of-image marker); re-download or re-encode it");
 
-  int orientation = s.has_exif ? exif_orientation(Bytes{s.exif.data(), s.exif.size()}) : 0;
-  if (orientation < 0) {
-    // Pillow reads a JPEG's EXIF while opening it, to find the DPI, unless the JFIF header already gave one;
-    // that read swallows an unreadable EXIF (then there is no orientation, and XMP is not consulted either).
-    // Without that early read, exif_transpose meets the error and the Python runtime fails the file.
-    const bool jfif_dpi = s.cinfo.saw_JFIF_marker && (s.cinfo.density_unit == 1 || s.cinfo.density_unit == 2);
-    if (jfif_dpi) fail_corrupt(name, "EXIF block is not a valid TIFF structure");
-    orientation = 1;
-  }
-  if (orientation == 0 && s.xmp.data) orientation = xmp_orientation(s.xmp);
+  if (bad_exif) fail_corrupt(name, "EXIF block is not a valid TIFF structure");
   d.orientation = orientation;
   return;
 }

@@ -144,7 +144,7 @@ void decode_png(Bytes in, const std::string& name, Decoded& d) {
   png_uint_32 w32 = 0, h32 = 0;
   int depth = 0, color = 0, interlace = 0;
   png_get_IHDR(s.png, s.info, &w32, &h32, &depth, &color, &interlace, nullptr, nullptr);
-  check_bomb(name, w32, h32);
+  check_size(name, w32, h32, d);
   const int w = static_cast<int>(w32), h = static_cast<int>(h32);
   png_set_interlace_handling(s.png);
   png_read_update_info(s.png, s.info);

@@ -26,6 +26,8 @@ namespace detail {
 void decode_webp(Bytes in, const std::string& name, Decoded& d) {
   WebPBitstreamFeatures features;
   if (WebPGetFeatures(in.data, in.size, &features) != VP8_STATUS_OK) fail_corrupt(name, "could not create decoder object");
+  // Before the animation decoder, which allocates two RGBA canvases as soon as it is created.
+  check_size(name, features.width, features.height, d);
   WebPData data{in.data, in.size};
   WebPAnimDecoder* dec = WebPAnimDecoderNew(&data, nullptr);  // default options: RGBA, as Pillow
   if (!dec) fail_corrupt(name, "could not create decoder object");
@@ -125,7 +127,9 @@ void decode_tiff(Bytes in, const std::string& name, Decoded& d) {
   TIFFGetFieldDefaulted(tif, TIFFTAG_EXTRASAMPLES, &n_extra, &extra);
   const bool has_orientation = TIFFGetField(tif, TIFFTAG_ORIENTATION, &orientation) == 1;
   if (!TIFFGetField(tif, TIFFTAG_PHOTOMETRIC, &photometric)) fail_corrupt(name, "TIFF has no photometric tag");
-  check_bomb(name, w, h);
+  // Pillow reports a TIFF tagged with orientation 5-8 by its upright size, so the limit's message does too.
+  const bool sideways = has_orientation && orientation >= 5 && orientation <= 8;
+  check_size(name, sideways ? h : w, sideways ? w : h, d);
   if (w == 0 || h == 0) fail_corrupt(name, "TIFF size is invalid");
   const bool gray = photometric == PHOTOMETRIC_MINISBLACK || photometric == PHOTOMETRIC_MINISWHITE;
   const bool layout_ok =

@@ -1,0 +1,396 @@
+"""Bulk scoring on a Ray cluster with Ray Data: der-infer's records for a large image collection.
+
+The driver lists the files (folders walked as der-infer walks them, or a manifest), puts the engine file's
+bytes into Ray's object store once, and runs ``from_arrow(blocks).map_batches(_Replica, ActorPoolStrategy(N))``:
+each replica is a Ray actor that writes the engine to its node's temp folder and opens ONE :class:`Predictor`
+(a TensorRT plan is checked against that node's GPU by the runner, as locally), then decodes, preprocesses
+and infers its batches with its own decode threads. Unreadable files become error records, never a failed
+task. Records stream back to the driver and go through :class:`runtime.records.RecordWriter` (local
+der-infer's bytes, in completion order); Parquet is written by Ray's ``write_parquet`` into ``OUT.tmp-<id>/``,
+checked, marked ``_SUCCESS`` and renamed to ``OUT``.
+
+Every row carries its position in the input list, so a block Ray re-runs after a node died cannot duplicate
+or drop a record: the driver keeps one flag per image and fails if any is missing. Ray is imported only
+inside functions (optional extra ``der-deploy[ray]``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from der_deploy.errors import BackendUnavailable, DerError, OutputError
+
+from .records import list_inputs
+
+RAY_HINT = "Ray is not installed; pip install 'der-deploy[ray]'"
+PARQUET_COLUMNS = ("index", "path", "labels", "scores", "error")
+MAX_BLOCKS = 4000  # input blocks the driver puts into the object store; more rows per block beyond that
+
+
+def import_ray():
+    """``ray`` and ``ray.data``, or :class:`BackendUnavailable` with the pip hint (one line)."""
+    try:
+        import ray
+        import ray.data  # noqa: F401  (the [data] extra: pyarrow, pandas)
+    except ImportError:
+        raise BackendUnavailable(RAY_HINT) from None
+    return ray
+
+
+def check_address(address: str | None) -> str | None:
+    """None / "local" (start a local Ray), "auto", "ray://HOST:PORT" or "HOST:PORT"; DerError otherwise."""
+    if address in (None, "", "local"):
+        return None
+    if address == "auto" or address.startswith("ray://") or (":" in address and "/" not in address):
+        return address
+    raise DerError(f"--ray {address!r} is not a Ray address: give auto, ray://HOST:PORT or HOST:PORT (omit it for a "
+                   "local Ray); with paths after it write --ray=ADDRESS")
+
+
+def replica_count(cpus: float, gpus: float, cpus_per: float, gpus_per: float) -> int:
+    """Replicas that fit the cluster, one CPU kept free for Ray Data's own tasks (input, Parquet writes):
+    measured on 2 CPUs, a pool that took every CPU starved them and the job hung."""
+    if gpus_per <= 0 and cpus_per <= 0:
+        raise DerError("a replica needs CPUs or GPUs; give --replica-cpus > 0 or --replica-gpus > 0")
+    for have, per, what in ((gpus, gpus_per, "GPUs"), (cpus, cpus_per, "CPUs")):
+        if per > 0 and have < per:
+            raise DerError(f"the Ray cluster has {have:g} {what} and a replica asks for {per:g}; lower "
+                           f"--replica-{what[:3].lower()}s or add nodes")
+    fit = [int((cpus - 1) // cpus_per) if cpus_per > 0 else 1 << 30]
+    if gpus_per > 0:
+        fit.append(int(gpus // gpus_per))
+    return max(1, min(fit))
+
+
+# --- the replica (one Ray actor) -------------------------------------------------------------------
+class _Replica:
+    """One model load per actor; called with pyarrow tables of (index, path) rows, returns their records."""
+
+    def __init__(self, engine_name: str, engine_files, options: dict, classes: list[str], rule: dict,
+                 cwd: str | None):
+        from der_deploy.runtime.predictor import Predictor
+
+        if cwd is not None:  # relative paths are the driver's; this process is the actor's alone
+            try:
+                os.chdir(cwd)
+            except OSError:
+                raise DerError(f"relative paths need the driver's folder {cwd} on every Ray node; give absolute "
+                               "paths or mount the images at the same place") from None
+        self.tmp = None
+        if type(engine_files).__name__ == "ObjectRef":  # constructor args are not resolved by Ray Data
+            import ray
+
+            engine_files = ray.get(engine_files)
+        if isinstance(engine_files, dict):  # bytes from the object store: engine (+ a plan's sidecar)
+            self.tmp = tempfile.mkdtemp(prefix="der-ray-engine-")
+            for name, data in engine_files.items():
+                Path(self.tmp, name).write_bytes(data)
+            engine = Path(self.tmp, engine_name)
+        else:  # a path every node can read
+            engine = Path(engine_files)
+        self.classes, self.rule = classes, rule
+        self.predictor = Predictor(engine, **options)
+
+    def __call__(self, batch):
+        import pyarrow as pa
+
+        from der_deploy.pathtext import path_from_text, path_text
+
+        texts = batch.column("path").to_pylist()
+        preds = self.predictor.predict_iter([path_from_text(t) for t in texts], **self.rule)
+        labels, scores, errors = [], [], []
+        for p in preds:
+            labels.append(list(p.labels))
+            scores.append(None if p.error is not None else p.scores)
+            errors.append(None if p.error is None else path_text(p.error))
+        struct = pa.struct([(c, pa.float64()) for c in self.classes])
+        return pa.table({"index": batch.column("index"), "path": pa.array(texts, pa.string()),
+                         "labels": pa.array(labels, pa.list_(pa.string())), "scores": pa.array(scores, struct),
+                         "error": pa.array(errors, pa.string())})
+
+    def __del__(self):
+        if getattr(self, "tmp", None):
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def prediction_from_row(row: dict):
+    """A :class:`Prediction` back from one output row (paths and errors leave the replica in path_text form)."""
+    from der_deploy.pathtext import path_bytes
+    from der_deploy.runtime.predictor import Prediction
+
+    path = os.fsdecode(path_bytes(row["path"]))
+    if row["error"] is not None:
+        return Prediction(path, [], {}, error=os.fsdecode(path_bytes(row["error"])))
+    return Prediction(path, list(row["labels"]), dict(row["scores"]))
+
+
+# --- the job -----------------------------------------------------------------------------------------
+@dataclass
+class RaySummary:
+    """What one :func:`infer_ray` run did."""
+
+    images: int
+    errors: int
+    wall_s: float
+    replicas: int
+    nodes: int
+    cpus_per_replica: float
+    gpus_per_replica: float
+    output: str | None
+    fmt: str
+    duplicates_dropped: int = 0
+    first_s: float = float("nan")  # job start to the first records: actors started, engine loaded, first batches
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.wall_s if self.wall_s > 0 else float("nan")
+
+    def line(self) -> str:
+        res = f"{self.cpus_per_replica:g} CPU" + (f" + {self.gpus_per_replica:g} GPU" if self.gpus_per_replica else "")
+        dup = f", {self.duplicates_dropped} re-run records dropped" if self.duplicates_dropped else ""
+        first = f" (first records after {self.first_s:.1f} s)" if self.first_s == self.first_s else ""
+        return (f"{self.images} images in {self.wall_s:.2f} s{first}: {self.images_per_s:.1f} img/s on Ray, "
+                f"{self.replicas} replicas ({res} each) on {self.nodes} nodes; {self.errors} could not be read{dup}")
+
+
+def _ship_engine(ray, engine: Path, mode: str):
+    if mode == "shared":
+        return str(engine.resolve())
+    if mode != "object_store":
+        raise ValueError(f"engine_transfer must be 'object_store' or 'shared', got {mode!r}")
+    from der_deploy.artifact.sidecar import sidecar_path
+
+    files = {engine.name: engine.read_bytes()}
+    side = sidecar_path(engine)
+    if side.is_file():
+        files[side.name] = side.read_bytes()
+    return ray.put(files)
+
+
+def _blocks(files: list[Path], rows: int) -> list:
+    import pyarrow as pa
+
+    from der_deploy.pathtext import path_text
+
+    per_block = max(rows, math.ceil(len(files) / MAX_BLOCKS / rows) * rows)
+    return [pa.table({"index": pa.array(range(s, min(s + per_block, len(files))), pa.int64()),
+                      "path": pa.array([path_text(f) for f in files[s: s + per_block]], pa.string())})
+            for s in range(0, len(files), per_block)]
+
+
+def _original(err: BaseException | None) -> BaseException | None:
+    """The DerError a Ray exception wraps (an actor's EngineError, BackendUnavailable...), if any."""
+    for _ in range(20):  # Ray's wrappers nest a few deep; never loop on a cycle
+        if err is None or isinstance(err, DerError):
+            return err
+        err = getattr(err, "cause", None) or err.__cause__
+    return None
+
+
+def infer_ray(engine: str | Path, paths: Iterable[str | Path] = (), *, manifest: str | Path | None = None,
+              address: str | None = None, replicas: int | None = None, batch_size: int = 8,
+              num_cpus_per_replica: float = 1, num_gpus_per_replica: float = 0, backend: str = "auto",
+              providers=None, workers: int | None = None, threads: int | None = None, options: dict | None = None,
+              output: str | Path | None = None, fmt: str = "jsonl", threshold: float | None = None,
+              top_k: int | None = None, engine_transfer: str = "object_store",
+              progress: bool | Callable[[int, int], None] = False,
+              on_error: Callable[[Any], None] | None = None, stdout=None) -> RaySummary:
+    """Score ``paths`` (+ ``manifest``) with ``engine`` on Ray; records like der-infer's (see the module doc).
+
+    ``address``: None starts a local Ray, "auto" / "ray://HOST:PORT" / "HOST:PORT" joins a cluster (a Ray
+    already initialised by the caller is used as is). ``replicas``: actors (default: what the cluster's
+    resources fit, see :func:`replica_count`). ``threads``: engine threads per replica and ``workers`` decode
+    threads (both default to the cluster's CPUs / replicas, at least ``num_cpus_per_replica``); ``options``: more :class:`Predictor` keywords
+    (precision, ov_mode, max_pixels...). ``fmt``: jsonl / json / csv / table (written by
+    the driver to ``output`` atomically, or ``stdout``) or parquet (a folder, see README). ``progress``: a
+    bar, or a callable ``(done, total)``. ``on_error(prediction)`` sees each unreadable file (not parquet).
+    """
+    from der_deploy.artifact.files import read_card
+
+    formats = ("jsonl", "json", "csv", "table", "parquet")
+    if fmt not in formats:
+        raise DerError(f"unknown format {fmt!r} for Ray output; use one of {', '.join(formats)}")
+    if fmt == "parquet" and output is None:
+        raise DerError("Parquet output needs -o OUT.parquet (a folder of part files)")
+    address = check_address(address)
+    engine = Path(engine)
+    card = read_card(engine)
+    if top_k is not None and not 1 <= top_k <= card.num_classes:
+        raise DerError(f"--top-k {top_k} exceeds the model's {card.num_classes} classes")
+    files, scan = list_inputs(paths, manifest)
+    if not files:
+        raise DerError("no image files to score" + (f" ({scan.describe_skipped()})" if scan.skipped_total else ""))
+    ray = import_ray()
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, logging_level="WARNING", log_to_driver=False,
+                 **({"include_dashboard": False} if address is None else {}))
+    try:
+        return _run(ray, engine, files, card, replicas=replicas, batch_size=batch_size, cpus=num_cpus_per_replica,
+                    gpus=num_gpus_per_replica, options=dict(options or {}, backend=backend, providers=providers, batch_size=batch_size),
+                    workers=workers, threads=threads, output=output, fmt=fmt,
+                    rule=dict(threshold=threshold, top_k=top_k), engine_transfer=engine_transfer, progress=progress,
+                    on_error=on_error, stdout=stdout)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _run(ray, engine, files, card, *, replicas, batch_size, cpus, gpus, options, workers, threads, output, fmt, rule,
+         engine_transfer, progress, on_error, stdout) -> RaySummary:
+    import logging
+
+    from ray.data import DataContext
+
+    # Ray Data's INFO/WARNING lines (plan, "progress bars disabled") would interleave with the records' progress;
+    # its full log stays in the session's logs/ray-data folder.
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+
+    resources = ray.cluster_resources()
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    rows = batch_size * 4  # rows per replica call: 4 engine batches, so decode overlaps the engine
+    blocks = _blocks(files, rows)
+    if replicas is None:
+        replicas = min(replica_count(resources.get("CPU", 0), resources.get("GPU", 0), cpus, gpus), len(blocks))
+    elif replicas < 1:
+        raise DerError(f"--replicas must be >= 1, got {replicas}")
+    elif replicas * cpus > resources.get("CPU", 0) or replicas * gpus > resources.get("GPU", 0):
+        print(f"warning: {replicas} replicas x {cpus:g} CPU + {gpus:g} GPU exceed the cluster's "
+              f"{resources.get('CPU', 0):g} CPUs + {resources.get('GPU', 0):g} GPUs now; the job waits for more nodes",
+              file=sys.stderr)
+    # The cluster's CPUs shared by the replicas (the CPU kept for Ray Data is idle between its short tasks):
+    # on 2 CPUs one replica with 1 engine thread ran 35 % below der-infer's 2; 15 replicas on 16 CPUs get 1 each.
+    threads = threads or max(1, math.ceil(cpus), round(resources.get("CPU", 0) / replicas))
+    options = dict(options, workers=threads if workers is None else workers)
+    if engine.suffix.lower() not in (".plan", ".engine"):
+        options["intra_op_threads"] = threads  # else every replica would start one thread per core of its node
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False  # ours on the driver counts records; Ray's bars would interleave with it
+    ctx.print_on_execution_start = False
+    ctx.raise_original_map_exception = True
+    ctx.max_errored_blocks = 0  # a block that fails after its retries fails the job: never a silent gap
+    cwd = os.getcwd() if any(not os.path.isabs(f) for f in files) else None
+    shipped = _ship_engine(ray, engine, engine_transfer)
+    ds = ray.data.from_arrow(blocks).map_batches(
+        _Replica, batch_size=rows, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=replicas),
+        num_cpus=cpus, num_gpus=gpus or None, zero_copy_batch=True,
+        fn_constructor_args=(engine.name, shipped, options, card.classes, rule, cwd))
+    t0 = time.perf_counter()
+    summary = RaySummary(len(files), 0, 0.0, replicas, nodes, cpus, gpus, str(output) if output else None, fmt)
+    try:
+        if fmt == "parquet":
+            _write_parquet(ds, Path(output), summary, card.classes)
+        else:
+            _write_records(ds, output, fmt, card.classes, summary, progress, on_error, stdout, t0)
+    except DerError:
+        raise
+    except Exception as err:  # Ray wraps what failed on a worker; show the user's one-line error if it is ours
+        found = _original(err)
+        if found is not None:
+            raise found from None
+        first = re.sub(r"\x1b\[[0-9;]*m", "", (str(err).strip().splitlines() or [type(err).__name__])[0])
+        raise DerError(f"the Ray job failed: {type(err).__name__}: {first}") from None
+    summary.wall_s = time.perf_counter() - t0
+    return summary
+
+
+def _write_records(ds, output, fmt, classes, summary: RaySummary, progress, on_error, stdout, t0: float) -> None:
+    import contextlib
+
+    from der_deploy.fileio import atomic_path
+
+    from .records import RecordWriter
+
+    n = summary.images
+    seen = bytearray(n)  # one flag per input: a re-run block must not write its records twice
+    done = 0
+    bar = task = None
+    if progress is True:
+        from der_deploy.progress import make_progress
+
+        bar = make_progress()
+    with contextlib.ExitStack() as stack:
+        if output is None:
+            out = stdout or sys.stdout
+        else:
+            tmp = stack.enter_context(atomic_path(output))
+            out = stack.enter_context(open(tmp, "w", encoding="utf-8", newline=""))
+        if bar is not None:
+            stack.enter_context(bar)
+            task = bar.add_task("infer (ray)", total=n, status="")
+        writer = RecordWriter(fmt, out, classes)
+        batches = ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2)
+        # Closed on the way out, Ctrl-C included: that stops the execution and its actors now, not at exit.
+        stack.callback(getattr(batches, "close", lambda: None))
+        for table in batches:
+            if done == 0:
+                summary.first_s = time.perf_counter() - t0
+            for row in table.to_pylist():
+                i = row["index"]
+                if seen[i]:
+                    summary.duplicates_dropped += 1
+                    continue
+                seen[i] = 1
+                pred = prediction_from_row(row)
+                if pred.error is not None:
+                    summary.errors += 1
+                    if on_error is not None:
+                        on_error(pred)
+                writer.add(pred)
+                done += 1
+            if bar is not None:
+                bar.update(task, completed=done, status=f"{summary.errors} failed" if summary.errors else "")
+            elif callable(progress):
+                progress(done, n)
+        if done != n:  # before the rename: an incomplete file must never look finished
+            raise DerError(f"the Ray job returned {done} of {n} records; nothing was written, run it again")
+        writer.finish()
+        if output is None:
+            out.flush()
+
+
+def _write_parquet(ds, output: Path, summary: RaySummary, classes: list[str]) -> None:
+    """Ray writes part files into OUT.tmp-<id>/; checked (every index once), marked _SUCCESS, renamed to OUT."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    output = output.absolute()
+    if output.exists() and not (output.is_dir() and (output / "_SUCCESS").is_file()):
+        raise OutputError(f"{output}: exists and is not a der-infer Parquet folder (no _SUCCESS); choose another -o")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{output}: cannot create folder {output.parent} ({err.strerror})") from None
+    tmp = output.with_name(f"{output.name}.tmp-{uuid.uuid4().hex[:12]}")
+    old = None
+    try:
+        # Written by Ray's tasks wherever they run: on several nodes OUT must be shared storage (README).
+        ds.write_parquet(str(tmp))
+        table = pq.read_table(tmp, columns=["index", "error"])
+        index = table.column("index")
+        unique = len(pc.unique(index)) if len(index) else 0
+        if len(index) != summary.images or unique != summary.images:
+            raise DerError(f"the Ray job wrote {len(index)} rows for {summary.images} images ({unique} distinct); "
+                           "nothing was published, run it again")
+        summary.errors = len(index) - table.column("error").null_count
+        meta = {"images": summary.images, "errors": summary.errors, "columns": list(PARQUET_COLUMNS),
+                "classes": list(classes), "files": sorted(p.name for p in tmp.glob("*.parquet"))}
+        (tmp / "_SUCCESS").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+        if output.exists():  # a previous run's folder (it has _SUCCESS): swap it out, then delete it
+            old = output.with_name(f"{output.name}.old-{uuid.uuid4().hex[:12]}")
+            os.rename(output, old)
+        os.rename(tmp, output)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,399 @@
+"""An exported engine -> a Triton Inference Server model repository (``der-export --triton REPO``).
+
+Layout (``name`` defaults to "der")::
+
+    REPO/card.json                      the model card, for any client
+    REPO/<name>/config.pbtxt            the engine: onnxruntime_onnx | tensorrt_plan | python (der_deploy.runtime)
+    REPO/<name>/labels.txt              card classes in order (Triton's classification extension)
+    REPO/<name>/1/model.onnx|model.plan (+ model.plan.json, the sidecar travels with the plan)
+    REPO/<name>_preprocess/             Python backend: TYPE_STRING encoded image -> (3, H, W) float32
+    REPO/<name>_postprocess/            Python backend: scores -> per-class decisions from the card thresholds
+    REPO/<name>_e2e/config.pbtxt        ensemble: image bytes -> scores + labels (the entry clients call)
+
+Every config.pbtxt is built as Triton's own ``ModelConfig`` protobuf (tritonclient.grpc.model_config_pb2)
+and written with ``text_format``, then parsed back, so a written config always parses. The card JSON also
+travels in each model's ``parameters["der_card"]``: the Python models read it from there and clients read it
+over the protocol (model config), so nothing depends on files beside the repository.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from der_deploy.artifact.card import ModelCard
+from der_deploy.artifact.keys import (BATCH_KEY, TRITON_CARD_PARAM, TRITON_ENGINE_BACKEND_PARAM, TRITON_ENGINE_FILE_PARAM,
+                                      TRITON_ENGINE_PRECISION_PARAM)
+from der_deploy.artifact.profile import BatchProfile, parse_profile
+from der_deploy.errors import ExportError
+
+BACKENDS = ("onnxruntime", "tensorrt", "openvino", "python")
+ENGINE_BACKENDS = ("ort", "openvino")  # what runs the .onnx inside the Python-backend engine model
+PRECISIONS = ("fp32", "bf16")  # OpenVINO's inference precision (Triton's openvino backend, or the Python engine)
+IMAGE_INPUT, IMAGES, SCORES, LABELS = "image", "images", "scores", "labels"
+LABELS_FILE = "labels.txt"
+PRE, POST, E2E = "_preprocess", "_postprocess", "_e2e"
+# Long enough for concurrent clients' requests to meet in one batch, short next to a CPU inference.
+QUEUE_DELAY_US = 2000
+_ONNX_TO_TRITON = {1: "TYPE_FP32", 10: "TYPE_FP16", 16: "TYPE_BF16", 11: "TYPE_FP64", 2: "TYPE_UINT8",
+                   3: "TYPE_INT8", 6: "TYPE_INT32", 7: "TYPE_INT64", 9: "TYPE_BOOL"}
+
+
+def _pb2():
+    try:
+        from tritonclient.grpc import model_config_pb2
+    except ImportError:
+        raise ExportError("writing a Triton repository needs tritonclient (Triton's model config schema); "
+                          "pip install 'der-deploy[serve]'") from None
+    return model_config_pb2
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    dtype: str  # Triton TYPE_* name
+    dims: tuple[int, ...]  # without the batch dimension; -1 = variable
+
+
+@dataclass
+class EngineSpec:
+    """What the repository needs to know about an engine file, read from the file itself."""
+
+    path: Path
+    kind: str  # "onnx" | "plan"
+    card: ModelCard
+    inputs: list[Tensor]
+    outputs: list[Tensor]
+    profile: BatchProfile
+    sidecar: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _onnx_tensors(values, where: Path) -> list[Tensor]:
+    out = []
+    for v in values:
+        t = v.type.tensor_type
+        dtype = _ONNX_TO_TRITON.get(t.elem_type)
+        if dtype is None:
+            raise ExportError(f"{where}: tensor {v.name!r} has ONNX element type {t.elem_type}, which Triton "
+                              "cannot serve; re-export the model with der-export")
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
+        if not dims or dims[0] > 0:
+            raise ExportError(f"{where}: tensor {v.name!r} has a fixed batch dimension {dims[:1]}; Triton batches "
+                              "on a dynamic first axis -- re-export with der-export (its batch axis is dynamic)")
+        out.append(Tensor(v.name, dtype, tuple(dims[1:])))
+    return out
+
+
+def inspect_engine(path: str | Path) -> EngineSpec:
+    """Read I/O names, dtypes and dims, the card and the batch profile from an .onnx or a .plan (+ sidecar)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"{path}: no such file; export the model with der-export first")
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return _inspect_onnx(path)
+    if suffix in (".plan", ".engine"):
+        return _inspect_plan(path)
+    raise ExportError(f"{path}: a Triton repository is made from an .onnx or a .plan written by der-export")
+
+
+def _inspect_onnx(path: Path) -> EngineSpec:
+    import onnx
+
+    from der_deploy.artifact.card import card_from_metadata
+
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # onnx raises DecodeError, OSError, ...
+        raise ExportError(f"{path}: not a readable ONNX model ({err}); re-export it with der-export") from None
+    meta = {p.key: p.value for p in model.metadata_props}
+    card = card_from_metadata(meta, str(path))
+    init = {i.name for i in model.graph.initializer}
+    inputs = _onnx_tensors([v for v in model.graph.input if v.name not in init], path)
+    outputs = _onnx_tensors(model.graph.output, path)
+    notes = []
+    if BATCH_KEY in meta:
+        profile = parse_profile(meta[BATCH_KEY])
+    else:
+        profile = parse_profile("1:32")
+        notes.append(f"{path.name} records no batch profile; max_batch_size 32 (set --max-batch to change it)")
+    spec = EngineSpec(path, "onnx", card, inputs, outputs, profile, notes=notes)
+    _check_io(spec)
+    return spec
+
+
+def _inspect_plan(path: Path) -> EngineSpec:
+    from der_deploy.fileio import sha256_file
+    from der_deploy.artifact.sidecar import read_sidecar, sidecar_path
+
+    side = read_sidecar(path)
+    prof = side.profile_for(IMAGES)
+    if prof is None:
+        raise ExportError(f"{sidecar_path(path)}: no optimization profile for input 'images'; rebuild with der-export --trt")
+    profile = BatchProfile(int(prof["min"][0]), int(prof["opt"][0]), int(prof["max"][0]))
+    # The plan's bindings are those of the ONNX it was built from; read them from that file when it is
+    # still beside the plan (checked by hash), else they are der-export's fixed contract.
+    onnx_file = path.with_name(side.onnx_name) if side.onnx_name else None
+    notes: list[str] = []
+    if onnx_file is not None and onnx_file.is_file() and sha256_file(onnx_file) == side.onnx_sha256:
+        src = _inspect_onnx(onnx_file)
+        inputs, outputs = src.inputs, src.outputs
+    else:
+        h, w = side.card.input_size
+        c = side.card.num_classes
+        inputs = [Tensor(IMAGES, "TYPE_FP32", (3, h, w))]
+        outputs = [Tensor("logits", "TYPE_FP32", (c,)), Tensor(SCORES, "TYPE_FP32", (c,))]
+        notes.append(f"I/O of {path.name} taken from der-export's contract (its ONNX {side.onnx_name or '?'} is not beside it)")
+    spec = EngineSpec(path, "plan", side.card, inputs, outputs, profile, sidecar=sidecar_path(path), notes=notes)
+    _check_io(spec)
+    return spec
+
+
+def _check_io(spec: EngineSpec) -> None:
+    h, w = spec.card.input_size
+    names = [t.name for t in spec.inputs]
+    if names != [IMAGES] or spec.inputs[0].dims not in ((3, h, w), (3, -1, -1)):
+        raise ExportError(f"{spec.path}: expected one input 'images' (N, 3, {h}, {w}), found "
+                          f"{[(t.name, t.dims) for t in spec.inputs]}; re-export the model with der-export")
+    out = {t.name: t for t in spec.outputs}
+    if SCORES not in out or out[SCORES].dims != (spec.card.num_classes,):
+        raise ExportError(f"{spec.path}: no 'scores' output of {spec.card.num_classes} classes; re-export the model "
+                          "with der-export")
+
+
+# --- configs --------------------------------------------------------------------------------------
+def _tensor(msg, t: Tensor, label_file: str | None = None):
+    pb2 = _pb2()
+    msg.name = t.name
+    msg.data_type = pb2.DataType.Value(t.dtype)
+    msg.dims.extend(t.dims)
+    if label_file:
+        msg.label_filename = label_file
+
+
+def _common(cfg, card: ModelCard, max_batch: int) -> None:
+    cfg.max_batch_size = max_batch
+    cfg.parameters[TRITON_CARD_PARAM].string_value = card.to_json(indent=None)
+
+
+def _batching(cfg, profile: BatchProfile, max_batch: int) -> None:
+    # Preferred sizes: where the engine was tuned (TensorRT's OPT) and the largest batch.
+    cfg.dynamic_batching.preferred_batch_size.extend(sorted({min(profile.opt, max_batch), max_batch}))
+    cfg.dynamic_batching.max_queue_delay_microseconds = QUEUE_DELAY_US
+
+
+def _instances(cfg, count: int, kind: str | None) -> None:
+    pb2 = _pb2()
+    group = cfg.instance_group.add()
+    group.count = count
+    if kind is not None:  # unset = KIND_AUTO: a GPU when the server has one, else CPU
+        group.kind = pb2.ModelInstanceGroup.Kind.Value(kind)
+
+
+def _openvino_parameters(cfg, instances: int, precision: str) -> None:
+    """Triton's openvino backend reads these from ``parameters`` (its README): one stream per instance, so that
+    concurrent instances do not oversubscribe the cores; LATENCY for one instance, THROUGHPUT for several."""
+    params = {"NUM_STREAMS": str(instances), "PERFORMANCE_HINT": "LATENCY" if instances == 1 else "THROUGHPUT"}
+    if precision == "bf16":
+        params["HINT_BF16"] = "YES"
+    for key, value in params.items():
+        cfg.parameters[key].string_value = value
+
+
+def engine_config(spec: EngineSpec, name: str, backend: str, max_batch: int, instances: int,
+                  engine_backend: str = "ort", precision: str = "fp32"):
+    pb2 = _pb2()
+    cfg = pb2.ModelConfig(name=name)
+    if backend == "onnxruntime":
+        cfg.platform, cfg.default_model_filename, kind = "onnxruntime_onnx", "model.onnx", None
+    elif backend == "tensorrt":
+        cfg.platform, cfg.default_model_filename, kind = "tensorrt_plan", "model.plan", "KIND_GPU"
+    elif backend == "openvino":
+        # Triton's OpenVINO backend reads the ONNX file itself (no IR conversion needed); CPU only.
+        cfg.backend, cfg.default_model_filename, kind = "openvino", "model.onnx", "KIND_CPU"
+        _openvino_parameters(cfg, instances, precision)
+    else:
+        # der_deploy.runtime in the Python backend: ONNX Runtime or OpenVINO on CPU, or TensorRT (a plan) on the GPU.
+        cfg.backend, kind = "python", ("KIND_GPU" if spec.kind == "plan" else "KIND_CPU")
+        cfg.parameters[TRITON_ENGINE_FILE_PARAM].string_value = "model.onnx" if spec.kind == "onnx" else "model.plan"
+        if spec.kind == "onnx":
+            cfg.parameters[TRITON_ENGINE_BACKEND_PARAM].string_value = engine_backend
+            cfg.parameters[TRITON_ENGINE_PRECISION_PARAM].string_value = precision
+    _common(cfg, spec.card, max_batch)
+    for t in spec.inputs:
+        _tensor(cfg.input.add(), t)
+    for t in spec.outputs:
+        _tensor(cfg.output.add(), t, LABELS_FILE if t.name == SCORES else None)
+    _batching(cfg, spec.profile, max_batch)
+    _instances(cfg, instances, kind)
+    return cfg
+
+
+def preprocess_config(name: str, card: ModelCard, max_batch: int, instances: int, profile: BatchProfile):
+    pb2 = _pb2()
+    h, w = card.input_size
+    cfg = pb2.ModelConfig(name=name, backend="python")
+    _common(cfg, card, max_batch)
+    _tensor(cfg.input.add(), Tensor(IMAGE_INPUT, "TYPE_STRING", (1,)))
+    _tensor(cfg.output.add(), Tensor(IMAGES, "TYPE_FP32", (3, h, w)))
+    _batching(cfg, profile, max_batch)
+    _instances(cfg, instances, "KIND_CPU")
+    return cfg
+
+
+def postprocess_config(name: str, card: ModelCard, max_batch: int, profile: BatchProfile):
+    pb2 = _pb2()
+    c = card.num_classes
+    cfg = pb2.ModelConfig(name=name, backend="python")
+    _common(cfg, card, max_batch)
+    _tensor(cfg.input.add(), Tensor(SCORES, "TYPE_FP32", (c,)))
+    _tensor(cfg.output.add(), Tensor(LABELS, "TYPE_BOOL", (c,)))
+    _batching(cfg, profile, max_batch)
+    _instances(cfg, 1, "KIND_CPU")
+    return cfg
+
+
+def ensemble_config(name: str, engine: str, card: ModelCard, max_batch: int):
+    pb2 = _pb2()
+    c = card.num_classes
+    cfg = pb2.ModelConfig(name=name + E2E, platform="ensemble")
+    _common(cfg, card, max_batch)
+    _tensor(cfg.input.add(), Tensor(IMAGE_INPUT, "TYPE_STRING", (1,)))
+    _tensor(cfg.output.add(), Tensor(SCORES, "TYPE_FP32", (c,)), LABELS_FILE)
+    _tensor(cfg.output.add(), Tensor(LABELS, "TYPE_BOOL", (c,)))
+    steps = ((name + PRE, {IMAGE_INPUT: IMAGE_INPUT}, {IMAGES: "preprocessed"}),
+             (engine, {IMAGES: "preprocessed"}, {SCORES: SCORES}),
+             (name + POST, {SCORES: SCORES}, {LABELS: LABELS}))
+    for model, inputs, outputs in steps:
+        step = cfg.ensemble_scheduling.step.add(model_name=model, model_version=-1)
+        step.input_map.update(inputs)
+        step.output_map.update(outputs)
+    return cfg
+
+
+def to_pbtxt(cfg) -> str:
+    """Text form of a ModelConfig, checked by parsing it back (what Triton does with the file)."""
+    from google.protobuf import text_format
+
+    text = text_format.MessageToString(cfg)
+    if parse_pbtxt(text) != cfg:
+        raise ExportError(f"config of {cfg.name!r} does not survive a text round trip; this is a der-deploy bug")
+    return text
+
+
+def parse_pbtxt(text: str):
+    """Parse config.pbtxt text against Triton's ModelConfig (raises text_format.ParseError)."""
+    from google.protobuf import text_format
+
+    return text_format.Parse(text, _pb2().ModelConfig())
+
+
+def _shim(cls: str) -> str:
+    return (f'"""Triton Python-backend model written by der-export; the code is der_deploy.serve.models."""\n'
+            f"from der_deploy.serve.models import {cls} as TritonPythonModel  # noqa: F401\n")
+
+
+@dataclass
+class Repository:
+    root: Path
+    entry: str  # the ensemble clients call
+    models: dict[str, str]  # model name -> what it is
+    spec: EngineSpec
+    max_batch: int
+
+
+def write_repository(engine: str | Path, repo: str | Path, *, name: str = "der", backend: str | None = None,
+                     max_batch: int | None = None, instances: int = 1, engine_backend: str = "ort",
+                     precision: str = "fp32") -> Repository:
+    """Write the model repository for ``engine`` (.onnx or .plan) under ``repo``; returns what was written.
+
+    ``backend``: "onnxruntime" / "tensorrt" / "openvino" (Triton's native backends) or "python"
+    (der_deploy.runtime inside Triton's Python backend); default: tensorrt for a .plan, onnxruntime for an .onnx.
+    ``engine_backend`` ("ort" or "openvino") runs the .onnx in the Python-backend engine model; ``precision``
+    ("fp32" or "bf16") is OpenVINO's inference precision, for the openvino backend or engine_backend="openvino".
+    Models of the same names in ``repo`` are replaced as a whole; other models there are left alone.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ExportError(f"Triton model name {name!r} must be letters, digits, '_', '.', '-' (e.g. der)")
+    spec = inspect_engine(engine)
+    backend = backend or ("tensorrt" if spec.kind == "plan" else "onnxruntime")
+    if backend not in BACKENDS:
+        raise ExportError(f"unknown Triton backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if backend == "tensorrt" and spec.kind != "plan":
+        raise ExportError(f"{spec.path}: --triton-backend tensorrt needs a TensorRT plan; export with --trt "
+                          "(or give the .plan), or use onnxruntime/python for an .onnx")
+    if backend in ("onnxruntime", "openvino") and spec.kind != "onnx":
+        raise ExportError(f"{spec.path}: a TensorRT plan is served with --triton-backend tensorrt (or python)")
+    if engine_backend not in ENGINE_BACKENDS:
+        raise ExportError(f"unknown engine backend {engine_backend!r}; use one of {', '.join(ENGINE_BACKENDS)}")
+    if engine_backend != "ort" and not (backend == "python" and spec.kind == "onnx"):
+        raise ExportError("--engine-backend chooses what runs the .onnx inside the Python-backend engine model; "
+                          "add --triton-backend python (or use --triton-backend openvino for Triton's own)")
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision != "fp32" and not (backend == "openvino" or engine_backend == "openvino"):
+        raise ExportError(f"--triton-precision {precision} is OpenVINO's inference precision; use "
+                          "--triton-backend openvino, or --triton-backend python --engine-backend openvino")
+    if instances < 1:
+        raise ExportError(f"--instances must be >= 1, got {instances}")
+    mb = spec.profile.max if max_batch is None else max_batch
+    if not 1 <= mb <= spec.profile.max:
+        raise ExportError(f"--max-batch {mb} is outside the engine's batch range 1..{spec.profile.max}; "
+                          "re-export with a larger --batch")
+    if spec.kind == "plan" and spec.profile.min > 1:
+        raise ExportError(f"{spec.path}: its profile starts at batch {spec.profile.min} but Triton sends batches "
+                          "from 1; rebuild with der-export --trt --batch 1:MAX")
+    card = spec.card
+    root = Path(repo)
+    if root.exists() and not root.is_dir():
+        raise ExportError(f"{root}: exists and is not a folder; give a folder for the Triton repository")
+    root.mkdir(parents=True, exist_ok=True)
+    labels = "".join(c + "\n" for c in card.classes)
+    # model -> (what it is, config, {relative path: text or a file to copy})
+    engine_file = "1/model.onnx" if spec.kind == "onnx" else "1/model.plan"
+    engine_files: dict[str, str | Path] = {LABELS_FILE: labels, engine_file: spec.path}
+    if spec.sidecar is not None:
+        engine_files["1/model.plan.json"] = spec.sidecar  # the plan's card and build facts travel with it
+    if backend == "python":
+        engine_files["1/model.py"] = _shim("Engine")
+    models = {
+        name: ("engine", engine_config(spec, name, backend, mb, instances, engine_backend, precision), engine_files),
+        name + PRE: ("image bytes -> tensor", preprocess_config(name + PRE, card, mb, instances, spec.profile),
+                     {"1/model.py": _shim("Preprocess")}),
+        name + POST: ("scores -> label decisions", postprocess_config(name + POST, card, mb, spec.profile),
+                      {"1/model.py": _shim("Postprocess")}),
+        name + E2E: ("ensemble entry", ensemble_config(name, name, card, mb), {LABELS_FILE: labels}),
+    }
+    from der_deploy.fileio import write_text
+
+    staging = Path(tempfile.mkdtemp(prefix=".der-triton-", dir=root))
+    try:
+        for model, (_, cfg, files) in models.items():
+            d = staging / model
+            (d / "1").mkdir(parents=True)
+            (d / "config.pbtxt").write_text(to_pbtxt(cfg), encoding="utf-8")
+            for rel, content in files.items():
+                if isinstance(content, Path):
+                    shutil.copyfile(content, d / rel)
+                else:
+                    (d / rel).write_text(content, encoding="utf-8")
+        for model in models:  # publish model by model: each folder appears whole
+            dest = root / model
+            if dest.exists():
+                shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
+            (staging / model).rename(dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    write_text(root / "card.json", card.to_json() + "\n")
+    return Repository(root, name + E2E, {m: v[0] for m, v in models.items()}, spec, mb)
+
+
+def describe(rep: Repository) -> list[str]:
+    """Lines for der-export's summary."""
+    lines = [f"Triton repository {rep.root} (max batch {rep.max_batch}); clients call {rep.entry!r}:"]
+    lines += [f"  {m:<24} {what}" for m, what in rep.models.items()]
+    return lines + [f"  note: {n}" for n in rep.spec.notes]
