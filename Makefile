@@ -30,6 +30,7 @@ test: $(STAMP) cpp
 	$(BIN)/der-serve install >/dev/null  # a real tritonserver + its numpy<2 Python, for tests/serve
 	PATH=$(abspath $(BIN)):$$PATH bash scripts/test.sh
 	ctest --test-dir build/cpp --output-on-failure -j2
+	PYTHON=$(abspath $(BIN))/python bash scripts/fuzz.sh  # libFuzzer + ASan/UBSan on the C++ image decoders, 60 s
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

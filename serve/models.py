@@ -151,15 +151,25 @@ class Engine:
 
 
 class Postprocess:
-    """``scores`` [B, C] -> ``labels`` bool [B, C]: score >= the card's threshold for that class."""
+    """``scores`` [B, C] -> ``labels`` bool [B, C]: score >= the card's threshold for that class, and
+    ``scores_out``: the scores unchanged (the ensemble's ``scores``; see repository.SCORES_OUT)."""
 
     def initialize(self, args: dict[str, Any]) -> None:
         self.thresholds = np.asarray(_card(_config(args)).thresholds, dtype=np.float64)
+        self.outputs = [o["name"] for o in _config(args)["output"]]
 
     def execute(self, requests):
         pb = _pb()
         responses = []
         for request in requests:
-            scores = _input(pb, request, "scores").astype(np.float64)  # compared in float64 as Predictor.decide
-            responses.append(pb.InferenceResponse(output_tensors=[pb.Tensor("labels", scores >= self.thresholds)]))
+            scores = _input(pb, request, "scores")
+            # Only what was asked for (none named, or an older stub without requested_output_names: all).
+            asked = getattr(request, "requested_output_names", None)
+            wanted = (set(asked()) if asked is not None else set()) or set(self.outputs)
+            tensors = []
+            if "labels" in wanted:  # compared in float64 as Predictor.decide
+                tensors.append(pb.Tensor("labels", scores.astype(np.float64) >= self.thresholds))
+            if "scores_out" in wanted:
+                tensors.append(pb.Tensor("scores_out", np.ascontiguousarray(scores, dtype=np.float32)))
+            responses.append(pb.InferenceResponse(output_tensors=tensors))
         return responses

@@ -33,6 +33,11 @@ BACKENDS = ("onnxruntime", "tensorrt", "openvino", "python")
 ENGINE_BACKENDS = ("ort", "openvino")  # what runs the .onnx inside the Python-backend engine model
 PRECISIONS = ("fp32", "bf16")  # OpenVINO's inference precision (Triton's openvino backend, or the Python engine)
 IMAGE_INPUT, IMAGES, SCORES, LABELS = "image", "images", "scores", "labels"
+# The postprocessing model passes the engine's scores through as this output, so that the ensemble's "scores" and
+# "labels" both come from its last step: Triton prunes the steps of a request for a subset of the outputs by walking
+# back from the outputs not asked for, and it pruned the engine whenever an ensemble output was also fed to a later
+# step (a request for "scores" or "labels" alone then ran no step: "unexpected deadlock").
+SCORES_OUT = "scores_out"
 LABELS_FILE = "labels.txt"
 PRE, POST, E2E = "_preprocess", "_postprocess", "_e2e"
 # Long enough for concurrent clients' requests to meet in one batch, short next to a CPU inference.
@@ -252,6 +257,7 @@ def postprocess_config(name: str, card: ModelCard, max_batch: int, profile: Batc
     _common(cfg, card, max_batch)
     _tensor(cfg.input.add(), Tensor(SCORES, "TYPE_FP32", (c,)))
     _tensor(cfg.output.add(), Tensor(LABELS, "TYPE_BOOL", (c,)))
+    _tensor(cfg.output.add(), Tensor(SCORES_OUT, "TYPE_FP32", (c,)))  # the input, unchanged (see SCORES_OUT)
     _batching(cfg, profile, max_batch)
     _instances(cfg, 1, "KIND_CPU")
     return cfg
@@ -266,8 +272,8 @@ def ensemble_config(name: str, engine: str, card: ModelCard, max_batch: int):
     _tensor(cfg.output.add(), Tensor(SCORES, "TYPE_FP32", (c,)), LABELS_FILE)
     _tensor(cfg.output.add(), Tensor(LABELS, "TYPE_BOOL", (c,)))
     steps = ((name + PRE, {IMAGE_INPUT: IMAGE_INPUT}, {IMAGES: "preprocessed"}),
-             (engine, {IMAGES: "preprocessed"}, {SCORES: SCORES}),
-             (name + POST, {SCORES: SCORES}, {LABELS: LABELS}))
+             (engine, {IMAGES: "preprocessed"}, {SCORES: "engine_scores"}),
+             (name + POST, {SCORES: "engine_scores"}, {LABELS: LABELS, SCORES_OUT: SCORES}))
     for model, inputs, outputs in steps:
         step = cfg.ensemble_scheduling.step.add(model_name=model, model_version=-1)
         step.input_map.update(inputs)

@@ -28,7 +28,7 @@ from . import amp as amp_
 from . import distributed as ddp
 from .checkpoint import read_checkpoint, save_checkpoint
 from .data import EvalImages, TrainImages, check_batch, make_loader
-from .losses import der_loss
+from .losses import EMBED_LOSSES, der_loss
 from .model import ARCHS, DER, HEADS, load_backbone_weights
 from .stability import (DEFAULT_CLIP_GRAD, DEFAULT_MAX_BAD_STEPS, StepGuard, TrainingDiverged, grad_norm,
                         kept_checkpoint, warmup_factor)
@@ -66,6 +66,8 @@ class TrainConfig:
     max_bad_steps: int = DEFAULT_MAX_BAD_STEPS  # this many non-finite steps in a row abort the run
     amp: str | None = None  # mixed precision of the training forward pass: "off", "bf16", "fp16" (amp.py)
     decode: str = "full"  # the card's image decoding: "draft" shrinks JPEGs on load, in training and every runtime
+    embed_loss: str = "der"  # "triplet": Table VI's D + triplet loss replaces Eq. 7 + Eq. 10 (losses.triplet_loss)
+    triplet_margin: float = 1.0
 
     def validate(self) -> None:
         if self.arch not in ARCHS:
@@ -84,6 +86,8 @@ class TrainConfig:
                   ((self.warmup_epochs or 0) >= 0, "--warmup-epochs must be >= 0"),
                   (self.max_bad_steps >= 1, "--max-bad-steps must be at least 1"),
                   (self.amp in (None, *amp_.MODES), f"unknown --amp {self.amp!r}; use one of {', '.join(amp_.MODES)}"),
+                  (self.embed_loss in EMBED_LOSSES, f"unknown --embed-loss {self.embed_loss!r}; use one of {', '.join(EMBED_LOSSES)}"),
+                  (self.triplet_margin > 0, "--triplet-margin must be positive"),
                   (self.decode in DECODE_MODES, f"unknown --decode {self.decode!r}; use one of {', '.join(DECODE_MODES)}"),
                   (not (self.pretrained and self.backbone_weights), "give either --pretrained or --backbone-weights, not both")]
         for ok, message in checks:
@@ -182,7 +186,8 @@ def _resume(cfg: TrainConfig, model: DER, optimizer, scheduler, card: ModelCard)
     for key, have, want in (("arch", data["arch"], cfg.arch), ("head", data["head"], cfg.head),
                             ("input size", list(data["input_size"]), list(cfg.input_size)),
                             ("classes", data["card"].get("classes"), card.classes),
-                            ("decode", data["card"].get("decode", "full"), card.decode)):
+                            ("decode", data["card"].get("decode", "full"), card.decode),
+                            ("embed loss", (data.get("config") or {}).get("embed_loss", "der"), cfg.embed_loss)):
         if have != want:
             raise CheckpointError(f"{path}: was trained with {key} {have}, this run has {want}; resume with the same options")
     missing = [k for k in ("optimizer", "scheduler", "epoch", "history") if k not in data]
@@ -239,7 +244,8 @@ def _train_epoch(net, loader, optimizer, cfg: TrainConfig, env: ddp.DistEnv, epo
         with precision.autocast():
             out = net(batch.images.to(env.device))
         # The losses run outside autocast on float32 copies of the outputs (Precision.float32 says why).
-        parts = der_loss(precision.float32(out), batch.targets.to(env.device), alpha=cfg.alpha, beta=cfg.beta)
+        parts = der_loss(precision.float32(out), batch.targets.to(env.device), alpha=cfg.alpha, beta=cfg.beta,
+                         embed_loss=cfg.embed_loss, margin=cfg.triplet_margin)
         optimizer.zero_grad(set_to_none=True)
         precision.backward(parts.total)  # also on a bad loss: under DDP every rank must join the all-reduce
         precision.unscale(optimizer)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 REDUCTIONS = ("mean", "sum", "none")
+EMBED_LOSSES = ("der", "triplet")  # der: Eq. 7 + Eq. 10; triplet: Table VI's "D + Triplet loss"
 
 
 class DERLoss(NamedTuple):
@@ -72,12 +73,58 @@ def ranking_loss(a: torch.Tensor, targets: torch.Tensor, reduction: str = "mean"
     return _reduce(per_image, reduction)
 
 
-def der_loss(output, targets: torch.Tensor, alpha: float = 0.5, beta: float = 0.05) -> DERLoss:
-    """Eq. 16: L = L_cls + α·L_lce + β·L_lr on a :class:`DEROutput`; the baseline head has only L_cls."""
+def triplet_loss(a: torch.Tensor, targets: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
+    """Batch triplet loss with semi-hard negative mining on the label vectors (Table VI, refs. [39]-[41]).
+
+    The label vectors are a_{i,c} for the *positive* labels of each image (absent and ignored classes have
+    no object to embed). Every ordered pair (anchor a_{i,c}, positive a_{j,c}), i ≠ j, is one triplet; its
+    negative is a label vector of another class (any image). Distances are squared Euclidean, as in Eq. 7.
+    Negative choice per pair: the nearest semi-hard one (d_ap < d_an < d_ap + margin, as FaceNet's semi-hard
+    rule, taking the nearest for determinism); when none is semi-hard, the hardest (nearest) negative, so
+    that pairs whose negatives are all too close still get a gradient. Returns the mean of
+    [d_ap − d_an + margin]₊ over the pairs; 0 (with a graph) when the batch has no pair or no negative.
+    """
+    pos = targets == 1
+    vec = a[pos]  # N×D, row order = (image, class)
+    img, cls = pos.nonzero(as_tuple=True)
+    if vec.shape[0] < 2:
+        return a.sum() * 0.0
+    dist = (vec.unsqueeze(1) - vec.unsqueeze(0)).pow(2).sum(dim=-1)  # N×N; not cdist: its gradient is NaN at 0
+    same = cls.unsqueeze(1) == cls.unsqueeze(0)
+    pair = same & (img.unsqueeze(1) != img.unsqueeze(0))  # anchor x positive
+    neg = ~same  # anchor x negative
+    anchor, positive = pair.nonzero(as_tuple=True)
+    if anchor.numel() == 0 or not neg.any():
+        return a.sum() * 0.0
+    with torch.no_grad():  # mining picks indices only; the loss is differentiated through the distances
+        d_ap = dist[anchor, positive].unsqueeze(1)  # P×1
+        d_an = dist[anchor]  # P×N
+        inf = torch.full_like(d_an, float("inf"))
+        cand = neg[anchor]
+        semi = cand & (d_an > d_ap) & (d_an < d_ap + margin)
+        nearest_semi = torch.where(semi, d_an, inf).argmin(dim=1)
+        hardest = torch.where(cand, d_an, inf).argmin(dim=1)
+        chosen = torch.where(semi.any(dim=1), nearest_semi, hardest)
+    # With two or more classes present every anchor has a negative, so no pair is dropped here.
+    return F.relu(dist[anchor, positive] - dist[anchor, chosen] + margin).mean()
+
+
+def der_loss(output, targets: torch.Tensor, alpha: float = 0.5, beta: float = 0.05, *,
+             embed_loss: str = "der", margin: float = 1.0) -> DERLoss:
+    """Eq. 16: L = L_cls + α·L_lce + β·L_lr on a :class:`DEROutput`; the baseline head has only L_cls.
+
+    ``embed_loss="triplet"`` replaces Eq. 7 + Eq. 10 with :func:`triplet_loss` (Table VI): L = L_cls + α·L_tri,
+    reported in the ``lce`` field, with ``lr`` 0.
+    """
+    if embed_loss not in EMBED_LOSSES:
+        raise ValueError(f"unknown embed loss {embed_loss!r}; use one of {', '.join(EMBED_LOSSES)}")
     cls = classification_loss(output.logits, targets)
     if output.embeddings is None:
         zero = cls.new_zeros(())
         return DERLoss(cls, cls, zero, zero)
+    if embed_loss == "triplet":
+        tri = triplet_loss(output.embeddings, targets, margin)
+        return DERLoss(cls + alpha * tri, cls, tri, cls.new_zeros(()))
     lce = embedding_loss(output.embeddings, targets)
     lr = ranking_loss(output.embeddings, targets)
     return DERLoss(cls + alpha * lce + beta * lr, cls, lce, lr)

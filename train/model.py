@@ -1,16 +1,16 @@
 """The DER model (paper §III): backbone -> X; stream 1 = GMP + FC; CADMs A = θᵀX; stream 2 = GMP(A)."""
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
-import torchvision
 from torch import nn
 
 from der_deploy.errors import CheckpointError
 
-ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+from . import backbones
+
+ARCHS = backbones.ARCHS  # checkpoint.py validates a checkpoint's arch against this name
 HEADS = ("der", "baseline")
 
 
@@ -22,21 +22,15 @@ class DEROutput(NamedTuple):
     embeddings: torch.Tensor | None  # a, Eq. 3, B×C×(h·w)
 
 
-def feature_size(input_size: tuple[int, int]) -> tuple[int, int]:
-    """Spatial size of ResNet's last stage: five stride-2 stages, each rounding up."""
-    h, w = input_size
-    for _ in range(5):
-        h, w = math.ceil(h / 2), math.ceil(w / 2)
-    return h, w
+def feature_size(input_size: tuple[int, int], arch: str = "resnet101") -> tuple[int, int]:
+    """Spatial size (h, w) of X for ``arch`` at ``input_size`` (backbones.py: stride and rounding)."""
+    return backbones.spec(arch).map_size(input_size)
 
 
-def build_backbone(arch: str, weights=None) -> tuple[nn.Sequential, int]:
-    """A torchvision ResNet trunk up to the last conv stage, and its channel count d."""
-    if arch not in ARCHS:
-        raise CheckpointError(f"unknown architecture {arch!r}; use one of {', '.join(ARCHS)}")
-    net = getattr(torchvision.models, arch)(weights=weights)
-    trunk = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
-    return trunk, net.fc.in_features
+def build_backbone(arch: str, weights=None) -> tuple[nn.Module, int]:
+    """The torchvision trunk of ``arch`` up to X (backbones.py), and its channel count d."""
+    trunk, entry = backbones.build(arch, weights)
+    return trunk, entry.channels
 
 
 class DER(nn.Module):
@@ -57,7 +51,7 @@ class DER(nn.Module):
         self.input_size = tuple(input_size)
         self.backbone, self.feature_dim = build_backbone(arch, weights)
         self.classifier = nn.Linear(self.feature_dim, num_classes)  # weight is θᵀ (C×d), bias is b
-        h, w = feature_size(self.input_size)
+        h, w = feature_size(self.input_size, arch)
         self.map_size = (h, w)
         hw = h * w
         # f_embed: two FC layers of width h·w with a ReLU between (§IV-B); training-only.
@@ -85,14 +79,11 @@ class DER(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-# torchvision ResNet attribute -> index in DER.backbone (an nn.Sequential of the same modules).
-_TRUNK_INDEX = {"conv1": 0, "bn1": 1, "layer1": 4, "layer2": 5, "layer3": 6, "layer4": 7}
-
-
 def load_backbone_weights(model: DER, path) -> None:
-    """Load a local torchvision ResNet state dict (e.g. ImageNet weights saved offline) into the trunk.
+    """Load a local torchvision state dict of ``model.arch`` (e.g. ImageNet weights saved offline) into the trunk.
 
-    ``fc.*`` keys (ImageNet's 1000-way classifier) are ignored; everything else must match exactly.
+    Classifier keys (``fc.*`` / ``classifier.*``: ImageNet's 1000-way head) are ignored; the trunk's must match
+    exactly (backbones.py maps torchvision's key names onto the trunk's).
     """
     from pathlib import Path
 
@@ -104,16 +95,13 @@ def load_backbone_weights(model: DER, path) -> None:
                        "cannot read backbone weights ({reason}); " + hint)
     if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
         raise CheckpointError(f"{path}: not a state dict of tensors; pass a torchvision {model.arch} state dict (model.state_dict())")
+    rename = backbones.spec(model.arch).rename
     mapped, unexpected = {}, []
     for key, value in state.items():
         key = key.removeprefix("module.")
-        head, _, rest = key.partition(".")
-        if head == "fc":
-            continue
-        if head in _TRUNK_INDEX and rest:
-            mapped[f"{_TRUNK_INDEX[head]}.{rest}"] = value
-        else:
-            unexpected.append(key)
+        ours = rename(key)
+        if ours is not None:
+            mapped[ours] = value
     expected = model.backbone.state_dict()
     missing = [k for k in expected if k not in mapped]
     wrong = [k for k, v in mapped.items() if k in expected and tuple(v.shape) != tuple(expected[k].shape)]

@@ -81,10 +81,9 @@ class OpenVinoRunner(BaseRunner):
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.threads = int(threads) if threads is not None else None
         self._compiled = None
-        self._request = None
-        self._queue = None
+        self._requests: list = []  # latency: one; throughput: OPTIMAL_NUMBER_OF_INFER_REQUESTS
         self._info: dict = {}
-        self._parts: dict[int, list[np.ndarray]] = {}
+        self.last_parts = 0  # how many requests the last throughput-mode batch was split over
 
     # --- lifecycle ----------------------------------------------------------------------------
     def _config(self, ov) -> dict:
@@ -150,14 +149,13 @@ class OpenVinoRunner(BaseRunner):
         self._inputs = [self._meta(p) for p in compiled.inputs]
         self._outputs = [self._meta(p) for p in compiled.outputs]
         self._output_names = [m.name for m in self._outputs]
-        if self.mode == "latency":
-            self._request = compiled.create_infer_request()
-        else:
-            self._queue = ov.AsyncInferQueue(compiled, self._info["requests"])
-            self._queue.set_callback(self._collect)
+        # Plain requests with start_async / wait rather than AsyncInferQueue: the queue's Python callbacks need the
+        # GIL on OpenVINO's threads, and destroying the queue deadlocked here (2026.4.1; openvino PR #37073).
+        self._requests = [compiled.create_infer_request() for _ in range(self._info["requests"])]
 
     def deactivate_impl(self) -> None:
-        self._request = self._queue = self._compiled = None
+        self._requests = []
+        self._compiled = None
 
     @staticmethod
     def _layer_precisions(compiled) -> dict[str, int]:
@@ -174,8 +172,8 @@ class OpenVinoRunner(BaseRunner):
     def infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         feed = {k: np.ascontiguousarray(v) for k, v in feed.items()}
         try:
-            if self._queue is None:
-                out = self._request.infer(feed, share_inputs=True)  # synchronous: the input outlives the call
+            if self.mode == "latency":
+                out = self._requests[0].infer(feed, share_inputs=True)  # synchronous: the input outlives the call
                 return {name: np.asarray(out[i]) for i, name in enumerate(self._output_names)}
             return self._infer_split(feed)
         except RuntimeError as err:
@@ -184,23 +182,30 @@ class OpenVinoRunner(BaseRunner):
     def _infer_split(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Throughput mode: the batch in contiguous parts, one per request, run concurrently, joined in order."""
         n = next(iter(feed.values())).shape[0]
-        parts = 1 if self.max_batch is not None else min(self._info["requests"], n)  # a fixed batch: no split
+        parts = 1 if self.max_batch is not None else min(len(self._requests), n)  # a fixed batch: no split
         bounds = np.linspace(0, n, parts + 1).astype(int)
-        self._parts = {}
         chunks = [{k: v[bounds[i]: bounds[i + 1]] for k, v in feed.items()} for i in range(parts)]
-        for i, chunk in enumerate(chunks):
-            self._queue.start_async(chunk, i, share_inputs=True)  # chunks stay alive until wait_all
-        self._queue.wait_all()
-        if len(self._parts) != parts:
-            raise EngineError(f"{self.path}: OpenVINO returned {len(self._parts)} of {parts} parts of the batch")
+        used, failure = [], None
+        for request, chunk in zip(self._requests[:parts], chunks):
+            try:
+                request.start_async(chunk, share_inputs=True)  # chunks stay alive until every wait() below
+            except RuntimeError as err:
+                failure = err
+                break
+            used.append(request)
+        for request in used:  # every started request is waited for, so none is still busy on the next call
+            try:
+                request.wait()
+            except RuntimeError as err:
+                failure = failure or err
+        if failure is not None:
+            raise failure
+        self.last_parts = parts
+        # copy out of the requests' buffers: the next call reuses them
+        outs = [[r.get_output_tensor(j).data.copy() for j in range(len(self._output_names))] for r in used]
         if parts == 1:
-            return dict(zip(self._output_names, self._parts[0]))
-        return {name: np.concatenate([self._parts[i][j] for i in range(parts)])
-                for j, name in enumerate(self._output_names)}
-
-    def _collect(self, request, index: int) -> None:
-        # Runs on OpenVINO's thread: copy out of the request's buffers before it is reused.
-        self._parts[index] = [request.get_output_tensor(j).data.copy() for j in range(len(self._output_names))]
+            return dict(zip(self._output_names, outs[0]))
+        return {name: np.concatenate([o[j] for o in outs]) for j, name in enumerate(self._output_names)}
 
     # --- metadata -----------------------------------------------------------------------------
     @staticmethod

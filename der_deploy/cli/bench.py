@@ -87,21 +87,15 @@ def main(model, data, split, workdir, batches, iters, warmup, formats, calib_max
         f"bf16 {ratio(ips('OpenVINO', 'bf16'), ips('ONNX Runtime', 'fp32'))}, "
         f"int8 {ratio(ips('OpenVINO', 'int8'), ips('ONNX Runtime', 'fp32'))} "
         f"(vs ORT INT8 {ratio(ips('OpenVINO', 'int8'), ips('ONNX Runtime', 'int8'))})")
-    if e2e.get("error"):
-        out_console.print(f"end to end: not measured ({e2e['error']})")
-    elif e2e:
-        out_console.print(
-            f"end to end (der-infer pipeline, {e2e['images']} images, batch {e2e['batch']}): "
-            f"{e2e['end_to_end_img_s']:.1f} img/s vs engine-only {e2e['engine_only_img_s']:.1f} img/s in the same run "
-            f"({ratio(e2e['end_to_end_img_s'], e2e['engine_only_img_s'])})")
-    ov = report.end_to_end_openvino
-    if ov.get("error"):
-        out_console.print(f"end to end on OpenVINO: not measured ({ov['error']})")
-    elif ov:
-        out_console.print(
-            f"end to end on OpenVINO (der-infer --backend openvino, {ov['images']} images, batch {ov['batch']}): "
-            f"{ov['end_to_end_img_s']:.1f} img/s vs engine-only {ov['engine_only_img_s']:.1f} img/s "
-            f"({ratio(ov['end_to_end_img_s'], ov['engine_only_img_s'])})")
+    for label, res in (("end to end (der-infer pipeline", e2e),
+                       ("end to end on OpenVINO (der-infer --backend openvino", report.end_to_end_openvino)):
+        if res.get("error"):
+            out_console.print(f"{label}): not measured ({res['error']})")
+        elif res:
+            out_console.print(
+                f"{label}, {res['images']} images, batch {res['batch']}): {res['end_to_end_img_s']:.1f} img/s vs "
+                f"engine-only {res['engine_only_img_s']:.1f} img/s in the same run "
+                f"({ratio(res['end_to_end_img_s'], res['engine_only_img_s'])})")
     out_console.print("export times: " + ", ".join(f"{k} {v:.1f} s" for k, v in report.exports.items()))
     if json_out:
         write_text(json_out, json.dumps(report.to_dict(), indent=2) + "\n")

@@ -22,8 +22,11 @@ def _size(ctx, param, value):
 @click.option("--val-split", default="test", show_default=True, help="Split evaluated after every epoch.")
 @click.option("--format", "data_format", type=click.Choice(FORMAT_CHOICES), default=None,
               help="Dataset format (detected from DATA by default).")
-@click.option("--arch", default="resnet101", show_default=True,
-              type=click.Choice(["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]))
+# A plain string: the registry (train/backbones.py) needs torch, which --help should not import;
+# TrainConfig.validate refuses an unknown name in one line.
+@click.option("--arch", default="resnet101", show_default=True, metavar="NAME",
+              help="Backbone: resnet18/34/50/101/152, vgg16, vgg16_bn, vgg19, vgg19_bn, convnext_tiny, "
+                   "efficientnet_b0, efficientnet_v2_s, regnet_y_400mf, mobilenet_v3_small, mobilenet_v3_large.")
 @click.option("--input-size", default="448", show_default=True, callback=_size, help="N or HxW.")
 @click.option("--epochs", default=60, show_default=True, type=click.IntRange(1, None))
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1, None),
@@ -38,13 +41,18 @@ def _size(ctx, param, value):
               help="Weight of the label-correlation embedding loss (Eq. 7, 16).")
 @click.option("--beta", default=0.05, show_default=True, type=click.FloatRange(0, None),
               help="Weight of the label-ranking loss (Eq. 10, 16).")
+@click.option("--embed-loss", default="der", show_default=True, type=click.Choice(["der", "triplet"]),
+              help="triplet = Table VI's D + triplet loss: a triplet loss with semi-hard negative mining on the "
+                   "label vectors, weighted by --alpha, replaces Eq. 7 + Eq. 10 (--beta unused).")
+@click.option("--triplet-margin", default=1.0, show_default=True, type=click.FloatRange(0, None, min_open=True),
+              help="Margin of --embed-loss triplet (on squared distances).")
 @click.option("--head", default="der", show_default=True, type=click.Choice(["der", "baseline"]),
               help="baseline = GMP + FC only (Table IV, first row).")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(0, None),
               help="Image-decoding worker processes per training process (0 = in process).")
 @click.option("--pretrained", is_flag=True, help="ImageNet weights via torchvision (downloads once).")
 @click.option("--backbone-weights", type=click.Path(path_type=Path), default=None,
-              help="Local torchvision ResNet state dict for the backbone (offline --pretrained).")
+              help="Local torchvision state dict of the --arch model for the backbone (offline --pretrained).")
 @click.option("--resume", type=click.Path(path_type=Path), default=None,
               help="Continue from a checkpoint (e.g. model.last.pt) exactly where it stopped.")
 @click.option("--clip-grad", "clip_grad", type=click.FloatRange(0, None), default=None, metavar="NORM",
@@ -66,7 +74,7 @@ def _size(ctx, param, value):
 @handle_errors
 def main(data: Path, output: Path, train_split: str, val_split: str, data_format: str | None, arch: str,
          input_size: tuple[int, int], epochs: int, batch_size: int, lr: float, momentum: float, weight_decay: float,
-         lr_step: int, lr_gamma: float, alpha: float, beta: float, head: str, workers: int, pretrained: bool,
+         lr_step: int, lr_gamma: float, alpha: float, beta: float, embed_loss: str, triplet_margin: float, head: str, workers: int, pretrained: bool,
          backbone_weights: Path | None, resume: Path | None, clip_grad: float | None, warmup_epochs: float | None,
          max_bad_steps: int, amp: str | None, decode: str, seed: int) -> None:
     """Train DER on DATA (VOC/COCO/NUS-WIDE folder or CSV) and write the best checkpoint to -o."""
@@ -76,7 +84,7 @@ def main(data: Path, output: Path, train_split: str, val_split: str, data_format
     cfg = TrainConfig(data=data, output=output, train_split=train_split, val_split=val_split, arch=arch,
                       input_size=input_size, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                       weight_decay=weight_decay, lr_step=lr_step, lr_gamma=lr_gamma, alpha=alpha, beta=beta,
-                      head=head, workers=workers, resume=resume, pretrained=pretrained,
+                      embed_loss=embed_loss, triplet_margin=triplet_margin, head=head, workers=workers, resume=resume, pretrained=pretrained,
                       backbone_weights=backbone_weights, seed=seed, data_format=data_format, clip_grad=clip_grad,
                       warmup_epochs=warmup_epochs, max_bad_steps=max_bad_steps, amp=amp, decode=decode)
     result = train(cfg)

@@ -24,10 +24,11 @@ from der_deploy.backends.openvino.runner import INSTALL_HINT, OpenVinoRunner  # 
 from der_deploy.backends.registry import open_runner  # noqa: E402
 
 N_IMAGES = 96  # of the synthetic test split: enough for label-agreement fractions, cheap on 2 cores
-# Measured on the trained tiny model (resnet18/64 px, 96 test images), OpenVINO vs ONNX Runtime on the same file:
-# FP16 file max |dscore| 6.4e-4, 0 of 96 label sets differ; INT8 file 0.017, 1 of 96 (different INT8 kernels).
-# Bounds leave room for other CPUs' kernels.
-BOUNDS = {"fp16": (0.005, 0.03), "int8": (0.06, 0.08)}  # (max |dscore|, fraction of images whose labels differ)
+# Measured on the trained tiny model (resnet18/64 px, first 96 test images), OpenVINO 2026.4 vs ONNX Runtime 1.32 on
+# the same file: FP16 file max |dscore| 9.5e-7, 0 of 96 label sets differ (both compute its convs in FP32 here);
+# INT8 file max |dscore| 0.038, 6 of 96 label sets differ -- two different sets of INT8 kernels (against ORT FP32 on
+# all 240 test images: OpenVINO INT8 0.034 / 2.9 % of label sets, ORT INT8 0.046 / 5.8 %). Bounds: about 2x that.
+BOUNDS = {"fp16": (1e-3, 0.02), "int8": (0.08, 0.15)}  # (max |dscore|, fraction of images whose labels differ)
 
 
 def _has_native(precision: str) -> bool:
@@ -153,7 +154,7 @@ def test_throughput_mode_equals_latency_mode(tiny_onnx, test_batch, n):
     with runner:
         thr = runner.infer({"images": x})
         info = runner.describe()
-        parts = len(runner._parts)  # how many requests this batch was split over
+        parts = runner.last_parts  # how many requests this batch was split over
     assert info["mode"] == "throughput" and info["requests"] >= 1
     assert parts == min(n, info["requests"])
     for name in lat:

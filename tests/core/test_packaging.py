@@ -26,9 +26,12 @@ def test_license_is_an_spdx_expression_and_builds_without_warnings(tmp_path):
     # Prepare the wheel metadata of a skeleton copy (the real pyproject, empty packages): fast and offline.
     shutil.copy(ROOT / "pyproject.toml", tmp_path)
     shutil.copy(ROOT / "README.md", tmp_path)
-    for pkg in ("der_deploy", "der_deploy/cli", "der_deploy/datasets", "train", "export", "runtime"):
-        (tmp_path / pkg).mkdir(parents=True, exist_ok=True)
-        (tmp_path / pkg / "__init__.py").write_text("")
+    dirs = meta["tool"]["setuptools"]["package-dir"]
+    for pkg in meta["tool"]["setuptools"]["packages"]:  # every package's folder, as the real build maps it
+        top = next(k for k in sorted(dirs, key=len, reverse=True) if pkg == k or pkg.startswith(k + "."))
+        folder = Path(dirs[top], *pkg[len(top):].split(".")[1:])
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / folder / "__init__.py").write_text("")
     (tmp_path / "meta").mkdir()
     code = ("import sys, setuptools.build_meta as b; "
             "print(b.prepare_metadata_for_build_wheel(sys.argv[1]))")

@@ -52,10 +52,10 @@ def test_not_a_checkpoint(tmp_path):
 
 def test_unknown_architecture(tmp_path, ckpt):
     data = torch.load(ckpt, weights_only=True)
-    data["arch"] = "vgg16"
+    data["arch"] = "resnet200"  # vgg16 is a known --arch since train/backbones.py
     torch.save(data, tmp_path / "vgg.pt")
     proc = run("vgg.pt", cwd=tmp_path)
-    assert_one_line_error(proc, r"unknown architecture 'vgg16'")
+    assert_one_line_error(proc, r"unknown architecture 'resnet200'")
     assert not (tmp_path / "der.onnx").exists()
 
 

@@ -81,8 +81,8 @@ def _rewrite(path, **changes):
 def test_unknown_arch(tmp_path):
     model, card, path = _setup(tmp_path)
     save_checkpoint(path, model, card)
-    _rewrite(path, arch="vgg16")
-    with pytest.raises(CheckpointError, match="unknown architecture 'vgg16'"):
+    _rewrite(path, arch="resnet200")
+    with pytest.raises(CheckpointError, match="unknown architecture 'resnet200'"):
         load_checkpoint(path)
 
 

@@ -76,8 +76,8 @@ def test_baseline_head():
 
 
 def test_unknown_arch():
-    with pytest.raises(CheckpointError, match="unknown architecture 'vgg16'"):
-        DER(C, "vgg16")
+    with pytest.raises(CheckpointError, match="unknown architecture 'resnet200'"):
+        DER(C, "resnet200")
 
 
 def _trunk_equals(model, net):

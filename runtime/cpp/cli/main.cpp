@@ -241,7 +241,7 @@ int run(const Args& a) {
   // The summary line also counts what the folder walk skipped (dangling symlinks, FIFOs, ...), as der-infer's.
   const std::string skipped = found.skipped_total() ? "; " + found.describe_skipped() : "";
   std::string line = derinfer::describe(stats);
-  const std::string marker = " img/s engine-only";  // "... engine-only on OpenVINO 2026.4.1 CPU bf16 (...)", as der-infer
+  const std::string marker = " img/s engine-only";  // "... engine-only on OpenVINO 2026.4 CPU bf16 (...)", as der-infer
   if (a.backend == "openvino" && line.find(marker) != std::string::npos)
     line.insert(line.find(marker) + marker.size(), " on " + pred.backend_description());
   std::fprintf(stderr, "%s%s\n", line.c_str(), skipped.c_str());

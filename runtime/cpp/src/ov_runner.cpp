@@ -62,9 +62,11 @@ std::string join(const std::vector<std::string>& items, const char* sep = ", ") 
   return out;
 }
 
-std::string version_number() {  // "2026.4.1" from "2026.4.1-22982-e213a147257-releases/2026/4"
+std::string version_number() {  // "2026.4" from "2026.4.1-22982-e213a147257-releases/2026/4", as der-infer prints it
   const std::string build = ov::get_openvino_version().buildNumber;
-  return build.substr(0, build.find('-'));
+  const std::string release = build.substr(0, build.find('-'));
+  const auto minor_end = release.find('.', release.find('.') + 1);
+  return minor_end == std::string::npos ? release : release.substr(0, minor_end);
 }
 
 TensorInfo info(const ov::Output<const ov::Node>& port) {

@@ -69,7 +69,7 @@ class DER_API Predictor {
   const std::string& engine_path() const { return path_; }
   const Options& options() const { return options_; }
   std::string backend_name() const;  // "onnxruntime", "tensorrt" or "openvino"
-  // What ran, read back from the engine: backend_name(), or for OpenVINO e.g. "OpenVINO 2026.4.1 CPU bf16" (the
+  // What ran, read back from the engine: backend_name(), or for OpenVINO e.g. "OpenVINO 2026.4 CPU bf16" (the
   // compiled model's execution devices and inference precision).
   std::string backend_description() const;
 
