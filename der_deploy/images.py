@@ -228,7 +228,7 @@ def decode_image(data: bytes, name: str | Path = "<bytes>", *, draft: tuple[int,
         img.load()
         if img.format == "JPEG" and not _check_jpeg_complete(data):
             raise ImageError(name, "truncated or corrupt JPEG (no end-of-image marker); re-download or re-encode it")
-        img = ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)  # in place: the default copies even an upright image
         return _to_rgb(img)
     except ImageError:
         raise
