@@ -1,20 +1,17 @@
 """Bulk scoring on a Ray cluster with Ray Data: der-infer's records for a large image collection.
 
-The driver lists the files (folders walked as der-infer walks them, or a manifest), puts the engine file's
-bytes into Ray's object store once, and runs ``from_arrow(blocks).map_batches(_Replica, ActorPoolStrategy(N))``:
-each replica is a Ray actor that writes the engine to its node's temp folder and opens ONE :class:`Predictor`
-(a TensorRT plan is checked against that node's GPU by the runner, as locally), then decodes, preprocesses
-and infers its batches with its own decode threads. Unreadable files become error records, never a failed
-task. Records stream back to the driver and go through :class:`runtime.records.RecordWriter` (local
-der-infer's bytes, in completion order); Parquet is written by Ray's ``write_parquet`` into ``OUT.tmp-<id>/``,
-checked, marked ``_SUCCESS`` and renamed to ``OUT``.
-
-Every row carries its position in the input list, so a block Ray re-runs after a node died cannot duplicate
-or drop a record: the driver keeps one flag per image and fails if any is missing. Ray is imported only
-inside functions (optional extra ``der-deploy[ray]``).
+The driver lists the files (as der-infer does, plus a manifest), puts the engine's bytes into Ray's object store
+once and runs ``from_arrow(blocks).map_batches(_Replica, ActorPoolStrategy(N))``: each replica (a Ray actor)
+writes the engine to its node's temp folder, opens ONE :class:`Predictor` (a TensorRT plan is checked against
+that node's GPU by the runner, as locally) and decodes + infers its batches; unreadable files become error
+records. Records stream back to the driver through :class:`runtime.records.RecordWriter` (local der-infer's
+bytes, in completion order); Parquet is written by Ray into ``OUT.tmp-<id>/``, checked, marked ``_SUCCESS``
+and renamed. Every row carries its input position, so a block Ray re-runs after a node died can neither
+duplicate nor drop a record. Ray is imported inside functions only (extra ``der-deploy[ray]``).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -146,8 +143,6 @@ class RaySummary:
     nodes: int
     cpus_per_replica: float
     gpus_per_replica: float
-    output: str | None
-    fmt: str
     duplicates_dropped: int = 0
     first_s: float = float("nan")  # job start to the first records: actors started, engine loaded, first batches
 
@@ -188,13 +183,21 @@ def _blocks(files: list[Path], rows: int) -> list:
             for s in range(0, len(files), per_block)]
 
 
-def _original(err: BaseException | None) -> BaseException | None:
-    """The DerError a Ray exception wraps (an actor's EngineError, BackendUnavailable...), if any."""
+def _user_error(err: BaseException) -> DerError:
+    """One line for what failed on Ray: our own error if Ray wraps one (as an exception, or as the traceback text
+    of an actor's constructor: a plan for another GPU, a missing backend), else Ray's first line."""
+    cause = err
     for _ in range(20):  # Ray's wrappers nest a few deep; never loop on a cycle
-        if err is None or isinstance(err, DerError):
-            return err
-        err = getattr(err, "cause", None) or err.__cause__
-    return None
+        if cause is None or isinstance(cause, DerError):
+            break
+        cause = getattr(cause, "cause", None) or cause.__cause__
+    if isinstance(cause, DerError):
+        return cause
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+    remote = re.findall(r"^der_deploy\.errors\.\w+: (.*)$", text, re.M)
+    if remote:
+        return DerError(f"on a Ray worker: {remote[-1]}")
+    return DerError(f"the Ray job failed: {type(err).__name__}: {(text.strip().splitlines() or [''])[0]}")
 
 
 def infer_ray(engine: str | Path, paths: Iterable[str | Path] = (), *, manifest: str | Path | None = None,
@@ -227,6 +230,8 @@ def infer_ray(engine: str | Path, paths: Iterable[str | Path] = (), *, manifest:
     card = read_card(engine)
     if top_k is not None and not 1 <= top_k <= card.num_classes:
         raise DerError(f"--top-k {top_k} exceeds the model's {card.num_classes} classes")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise DerError(f"--threshold {threshold} is not a probability in [0, 1]")
     files, scan = list_inputs(paths, manifest)
     if not files:
         raise DerError("no image files to score" + (f" ({scan.describe_skipped()})" if scan.skipped_total else ""))
@@ -236,11 +241,11 @@ def infer_ray(engine: str | Path, paths: Iterable[str | Path] = (), *, manifest:
         ray.init(address=address, logging_level="WARNING", log_to_driver=False,
                  **({"include_dashboard": False} if address is None else {}))
     try:
+        options = dict(options or {}, backend=backend, providers=providers, batch_size=batch_size)
         return _run(ray, engine, files, card, replicas=replicas, batch_size=batch_size, cpus=num_cpus_per_replica,
-                    gpus=num_gpus_per_replica, options=dict(options or {}, backend=backend, providers=providers, batch_size=batch_size),
-                    workers=workers, threads=threads, output=output, fmt=fmt,
-                    rule=dict(threshold=threshold, top_k=top_k), engine_transfer=engine_transfer, progress=progress,
-                    on_error=on_error, stdout=stdout)
+                    gpus=num_gpus_per_replica, options=options, workers=workers, threads=threads, output=output,
+                    fmt=fmt, rule=dict(threshold=threshold, top_k=top_k), engine_transfer=engine_transfer,
+                    progress=progress, on_error=on_error, stdout=stdout)
     finally:
         if started:
             ray.shutdown()
@@ -248,14 +253,6 @@ def infer_ray(engine: str | Path, paths: Iterable[str | Path] = (), *, manifest:
 
 def _run(ray, engine, files, card, *, replicas, batch_size, cpus, gpus, options, workers, threads, output, fmt, rule,
          engine_transfer, progress, on_error, stdout) -> RaySummary:
-    import logging
-
-    from ray.data import DataContext
-
-    # Ray Data's INFO/WARNING lines (plan, "progress bars disabled") would interleave with the records' progress;
-    # its full log stays in the session's logs/ray-data folder.
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
-
     resources = ray.cluster_resources()
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
     rows = batch_size * 4  # rows per replica call: 4 engine batches, so decode overlaps the engine
@@ -274,11 +271,6 @@ def _run(ray, engine, files, card, *, replicas, batch_size, cpus, gpus, options,
     options = dict(options, workers=threads if workers is None else workers)
     if engine.suffix.lower() not in (".plan", ".engine"):
         options["intra_op_threads"] = threads  # else every replica would start one thread per core of its node
-    ctx = DataContext.get_current()
-    ctx.enable_progress_bars = False  # ours on the driver counts records; Ray's bars would interleave with it
-    ctx.print_on_execution_start = False
-    ctx.raise_original_map_exception = True
-    ctx.max_errored_blocks = 0  # a block that fails after its retries fails the job: never a silent gap
     cwd = os.getcwd() if any(not os.path.isabs(f) for f in files) else None
     shipped = _ship_engine(ray, engine, engine_transfer)
     ds = ray.data.from_arrow(blocks).map_batches(
@@ -286,27 +278,46 @@ def _run(ray, engine, files, card, *, replicas, batch_size, cpus, gpus, options,
         num_cpus=cpus, num_gpus=gpus or None, zero_copy_batch=True,
         fn_constructor_args=(engine.name, shipped, options, card.classes, rule, cwd))
     t0 = time.perf_counter()
-    summary = RaySummary(len(files), 0, 0.0, replicas, nodes, cpus, gpus, str(output) if output else None, fmt)
+    summary = RaySummary(len(files), 0, 0.0, replicas, nodes, cpus, gpus)
     try:
-        if fmt == "parquet":
-            _write_parquet(ds, Path(output), summary, card.classes)
-        else:
-            _write_records(ds, output, fmt, card.classes, summary, progress, on_error, stdout, t0)
+        with _quiet_ray_data():
+            if fmt == "parquet":
+                _write_parquet(ds, Path(output), summary, card.classes)
+            else:
+                _write_records(ds, output, fmt, card.classes, summary, progress, on_error, stdout, t0)
     except DerError:
         raise
-    except Exception as err:  # Ray wraps what failed on a worker; show the user's one-line error if it is ours
-        found = _original(err)
-        if found is not None:
-            raise found from None
-        first = re.sub(r"\x1b\[[0-9;]*m", "", (str(err).strip().splitlines() or [type(err).__name__])[0])
-        raise DerError(f"the Ray job failed: {type(err).__name__}: {first}") from None
+    except Exception as err:  # Ray wraps what failed on a worker
+        raise _user_error(err) from None
     summary.wall_s = time.perf_counter() - t0
     return summary
 
 
-def _write_records(ds, output, fmt, classes, summary: RaySummary, progress, on_error, stdout, t0: float) -> None:
-    import contextlib
+@contextlib.contextmanager
+def _quiet_ray_data():
+    """Ray Data settings for one job, put back afterwards (they are process-wide): no bars or INFO lines
+    interleaved with our progress (its full log stays in the session's logs/ray-data), the UDF's own
+    exception, and no silently dropped block (one that fails after its retries fails the job)."""
+    import logging
 
+    from ray.data import DataContext
+
+    ctx, logger = DataContext.get_current(), logging.getLogger("ray.data")
+    wanted = dict(enable_progress_bars=False, print_on_execution_start=False, raise_original_map_exception=True,
+                  max_errored_blocks=0)
+    saved, level = {k: getattr(ctx, k) for k in wanted}, logger.level
+    for k, v in wanted.items():
+        setattr(ctx, k, v)
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(ctx, k, v)
+        logger.setLevel(level)
+
+
+def _write_records(ds, output, fmt, classes, summary: RaySummary, progress, on_error, stdout, t0: float) -> None:
     from der_deploy.fileio import atomic_path
 
     from .records import RecordWriter

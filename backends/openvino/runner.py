@@ -86,7 +86,7 @@ class OpenVinoRunner(BaseRunner):
         self.last_parts = 0  # how many requests the last throughput-mode batch was split over
 
     # --- lifecycle ----------------------------------------------------------------------------
-    def _config(self, ov) -> dict:
+    def _config(self) -> dict:
         config = {"PERFORMANCE_HINT": self.mode.upper(), "INFERENCE_PRECISION_HINT": _OV_TYPE[self.precision]}
         if self.threads is not None:
             config["INFERENCE_NUM_THREADS"] = self.threads
@@ -118,7 +118,7 @@ class OpenVinoRunner(BaseRunner):
         core = ov.Core()
         caps = openvino_capabilities(core)
         self._check_native(caps)
-        config = self._config(ov)
+        config = self._config()
         start = time.perf_counter()
         try:
             # With a cache, compiling from the path lets a hit skip reading the ONNX file (OpenVINO's advice).

@@ -9,11 +9,11 @@ from typing import IO, Iterator
 
 import click
 
-from ._common import handle_errors
-
 # The records are written by the runtime, so der-infer --ray and the API write the same bytes.
 from der_deploy.runtime.records import FORMATS, SUFFIX_FORMATS
-from der_deploy.runtime.records import RecordWriter as _Writer  # noqa: F401  (the name tests and callers used)
+from der_deploy.runtime.records import RecordWriter as _Writer
+
+from ._common import handle_errors
 
 
 def output_format(fmt: str | None, output: Path | None) -> str:
@@ -92,7 +92,7 @@ def _open_output(output: Path | None) -> Iterator[IO[str]]:
 @click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path),
               help="Also score the files listed here: text (one path per line) or Parquet (column 'path').")
 @click.option("--replicas", type=click.IntRange(1, None),
-              help="--ray: model replicas (actors); default what the cluster's CPUs/GPUs fit, one CPU kept for Ray Data.")
+              help="--ray: model replicas (actors); default what the cluster's CPUs/GPUs fit (one CPU kept free).")
 @click.option("--replica-cpus", type=click.FloatRange(0, None), help="--ray: CPUs per replica (default 1).")
 @click.option("--replica-gpus", type=click.FloatRange(0, None), help="--ray: GPUs per replica (default 0).")
 @handle_errors
@@ -194,8 +194,8 @@ def main(engine, triton, paths, batch_size, threshold, top_k, fmt, output, cam_d
 
 
 
-def _ray_main(engine, paths, manifest, address, *, replicas, cpus, gpus, batch_size, threshold, top_k, fmt, output, strict,
-              backend, precision, providers, workers, max_pixels):
+def _ray_main(engine, paths, manifest, address, *, replicas, cpus, gpus, batch_size, threshold, top_k, fmt, output,
+              strict, backend, precision, providers, workers, max_pixels):
     """der-infer --ray: the same records, scored by der_deploy.runtime.ray_infer (see README)."""
     from der_deploy.pathtext import path_text
     from der_deploy.runtime.ray_infer import infer_ray

@@ -318,7 +318,8 @@ def test_parquet_folder_layout(cluster_run):
     names = sorted(p.name for p in out.iterdir())
     assert "_SUCCESS" in names and all(n.endswith(".parquet") for n in names if n != "_SUCCESS")
     meta = json.loads((out / "_SUCCESS").read_text())
-    assert meta["images"] == IMAGES + 3 and meta["errors"] == 2 and sorted(meta["files"]) == [n for n in names if n != "_SUCCESS"]
+    assert meta["images"] == IMAGES + 3 and meta["errors"] == 2
+    assert sorted(meta["files"]) == [n for n in names if n != "_SUCCESS"]
     table = pq.read_table(out, columns=["index", "path", "labels", "scores", "error"])
     assert table.num_rows == IMAGES + 3 and sorted(table.column("index").to_pylist()) == list(range(IMAGES + 3))
     # the same records as jsonl: labels and scores (struct in card order), or an error

@@ -168,39 +168,48 @@ def bf16_epoch1(tiny_voc, tmp_path_factory):
     return train(_tiny(tiny_voc, tmp_path_factory.mktemp("bf16") / "m.pt", epochs=1, amp="bf16")).last_path
 
 
-@pytest.mark.slow
-def test_bf16_run_trains_on_cpu_and_stores_amp(synth_voc, tiny_recipe, tmp_path, monkeypatch, capsys):
-    """TINY's data, model and optimiser; smaller inputs, the train/val splits and 2 epochs, because bf16
-    convolutions are emulated (about 4x slower than float32) on CPUs without native bf16. Validation runs in float32."""
-    seen, real_build = [], engine.build_model
+@pytest.fixture(scope="module")
+def bf16_run(tiny_voc, tmp_path_factory):
+    """A 2-epoch --amp bf16 run, the (train mode, dtype) of every output of its first convolution, and its
+    initial weights."""
+    seen, initial, real_build = [], {}, engine.build_model
 
     def build_spy(cfg, num_classes):
         model = real_build(cfg, num_classes)
+        initial.update({k: v.clone() for k, v in model.state_dict().items()})
         model.backbone[0].register_forward_hook(lambda mod, args, out: seen.append((mod.training, out.dtype)))
         return model
 
-    monkeypatch.setattr(engine, "build_model", build_spy)
-    t = tiny_recipe
-    result = train(TrainConfig(data=synth_voc, output=tmp_path / "m.pt", train_split="train", val_split="val",
-                               arch=t["arch"], input_size=(32, 32), epochs=2, batch_size=t["batch_size"], lr=t["lr"],
-                               workers=0, seed=0, amp="bf16"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(engine, "build_model", build_spy)
+        result = train(_tiny(tiny_voc, tmp_path_factory.mktemp("bf16run") / "m.pt", amp="bf16"))
+    return result, seen, initial
+
+
+def test_bf16_run_trains_on_cpu_and_stores_amp(bf16_run, tiny_voc, tmp_path):
+    """Tiny data rather than TINY's: bf16 convolutions are emulated on CPUs without native bf16 (~4x slower than
+    float32 here, see the report of issue 16 item 8), and 1-2 epochs of TINY would not beat chance anyway."""
+    result, seen, initial = bf16_run
     assert {dtype for training, dtype in seen if training} == {torch.bfloat16}
-    assert {dtype for training, dtype in seen if not training} == {torch.float32}
+    assert {dtype for training, dtype in seen if not training} == {torch.float32}  # validation stays float32
     saved = torch.load(result.last_path, weights_only=True)
-    assert saved["config"]["amp"] == "bf16" and "scaler" not in saved
-    assert all(v.dtype != torch.bfloat16 for v in saved["state_dict"].values())
-    history = saved["history"]
-    assert all(r["skipped"] == 0 and math.isfinite(r["loss"]) for r in history)
-    assert history[1]["loss"] < 0.9 * history[0]["loss"], [r["loss"] for r in history]  # it learns
-    assert "amp bf16" in capsys.readouterr().err
+    assert saved["config"]["amp"] == "bf16" and saved["epoch"] == 2 and "scaler" not in saved
+    assert all(v.dtype != torch.bfloat16 and torch.isfinite(v).all() for v in saved["state_dict"].values())
+    assert all(r["skipped"] == 0 and math.isfinite(r["map"]["joint"]) for r in saved["history"])
+    # It trains like float32: same seed, same batches; the epoch losses differ by rounding only (measured 0.1% and
+    # 1%: the trajectories part slowly, the first steps are a chaotic phase). A broken bf16 step would not.
+    fp32 = torch.load(train(_tiny(tiny_voc, tmp_path / "m.pt", amp="off")).last_path, weights_only=True)
+    assert fp32["config"]["amp"] == "off"
+    for a, b in zip(saved["history"], fp32["history"]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=0.05), (a, b)
+    moved = [k for k, v in initial.items() if v.is_floating_point() and not torch.equal(v, saved["state_dict"][k])]
+    assert {"backbone.0.weight", "classifier.weight", "embed.2.weight"} <= set(moved)
 
 
-def test_resume_keeps_the_stored_amp(tiny_voc, bf16_epoch1, tmp_path, capsys):
-    straight = train(_tiny(tiny_voc, tmp_path / "a" / "m.pt", amp="bf16"))
-    capsys.readouterr()
+def test_resume_keeps_the_stored_amp(tiny_voc, bf16_run, bf16_epoch1, tmp_path, capsys):
     resumed = train(_tiny(tiny_voc, tmp_path / "b" / "m.pt", resume=bf16_epoch1))  # --amp not given
     assert "amp bf16" in capsys.readouterr().err  # the header of the resumed run
-    a = torch.load(straight.last_path, weights_only=True)
+    a = torch.load(bf16_run[0].last_path, weights_only=True)
     b = torch.load(resumed.last_path, weights_only=True)
     assert b["config"]["amp"] == "bf16" and b["epoch"] == 2
     for key, value in a["state_dict"].items():  # the resumed bf16 run is the straight bf16 run, bit for bit

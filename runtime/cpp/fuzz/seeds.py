@@ -1,6 +1,6 @@
 """Seed corpus for fuzz_decode (scripts/fuzz.sh): `python seeds.py OUT_DIR`.
 
-The project's own parity corpora (tests/cpp/test_image_parity.py: every format and layout the C++ image layer
+The project's own parity corpora (tests/cpp/cpp_corpus.py build_corpus: every format and layout the C++ image layer
 decodes, EXIF/XMP variants, damaged and bomb-sized files) plus odd headers aimed at the hand-written parsers
 (BMP, GIF, PNM, EXIF): extreme sizes, rational orientations, a non-interleaved JPEG. Small files only: the
 fuzzer's speed falls with input size.
@@ -58,7 +58,7 @@ def _odd_headers(good: dict[str, Path]) -> dict[str, bytes]:
 
 
 def main(out_dir: str) -> int:
-    from test_image_parity import build_bad_inputs, build_corpus
+    from cpp_corpus import build_bad_inputs, build_corpus
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
