@@ -54,16 +54,17 @@ def check_address(address: str | None) -> str | None:
                    "local Ray); with paths after it write --ray=ADDRESS")
 
 
-def replica_count(cpus: float, gpus: float, cpus_per: float, gpus_per: float) -> int:
-    """Replicas that fit the cluster, one CPU kept free for Ray Data's own tasks (input, Parquet writes):
-    measured on 2 CPUs, a pool that took every CPU starved them and the job hung."""
+def replica_count(cpus: float, gpus: float, cpus_per: float, gpus_per: float, reserve: float = 1) -> int:
+    """Replicas that fit the cluster, ``reserve`` CPUs kept free for Ray Data's own tasks: Parquet output needs
+    one for its write tasks (issue 18: on 2 CPUs, a pool holding every CPU starved the read tasks and hung).
+    Records output has no such task (the input blocks come from the driver, the driver writes)."""
     if gpus_per <= 0 and cpus_per <= 0:
         raise DerError("a replica needs CPUs or GPUs; give --replica-cpus > 0 or --replica-gpus > 0")
     for have, per, what in ((gpus, gpus_per, "GPUs"), (cpus, cpus_per, "CPUs")):
         if per > 0 and have < per:
             raise DerError(f"the Ray cluster has {have:g} {what} and a replica asks for {per:g}; lower "
                            f"--replica-{what[:3].lower()}s or add nodes")
-    fit = [int((cpus - 1) // cpus_per) if cpus_per > 0 else 1 << 30]
+    fit = [int(max(cpus - reserve, cpus_per) // cpus_per) if cpus_per > 0 else 1 << 30]
     if gpus_per > 0:
         fit.append(int(gpus // gpus_per))
     return max(1, min(fit))
@@ -258,7 +259,8 @@ def _run(ray, engine, files, card, *, replicas, batch_size, cpus, gpus, options,
     rows = batch_size * 4  # rows per replica call: 4 engine batches, so decode overlaps the engine
     blocks = _blocks(files, rows)
     if replicas is None:
-        replicas = min(replica_count(resources.get("CPU", 0), resources.get("GPU", 0), cpus, gpus), len(blocks))
+        replicas = min(replica_count(resources.get("CPU", 0), resources.get("GPU", 0), cpus, gpus,
+                                     reserve=1 if fmt == "parquet" else 0), len(blocks))
     elif replicas < 1:
         raise DerError(f"--replicas must be >= 1, got {replicas}")
     elif replicas * cpus > resources.get("CPU", 0) or replicas * gpus > resources.get("GPU", 0):

@@ -36,7 +36,7 @@ fi
 SAN=(-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
 FLAGS=(-std=c++17 -O1 -g -ffp-contract=off -DDER_HAVE_WEBP=1 -DDER_HAVE_TIFF=1 -I"$CPP/include" -I"$CPP/src"
        $(pkg-config --cflags libwebp libwebpdemux libtiff-4))
-LIBS=(-ljpeg -lpng $(pkg-config --libs libwebp libwebpdemux libtiff-4))
+LIBS=(-ljpeg -lpng -lz $(pkg-config --libs libwebp libwebpdemux libtiff-4))
 mkdir -p "$OUT/obj"
 SOURCES=("$CPP"/src/image/*.cpp)
 stamp="$OUT/fuzz_decode"

@@ -123,7 +123,8 @@ def noninterleaved_jpeg(w: int, h: int) -> bytes:
     bits = 2 * blocks
     scan = b"\x00" * (bits // 8) + (bytes([(0xFF >> (bits % 8))]) if bits % 8 else b"")  # pad with 1-bits
     out = b"\xff\xd8" + seg(0xDB, b"\x00" + b"\x01" * 64)
-    out += seg(0xC0, bytes([8]) + h.to_bytes(2, "big") + w.to_bytes(2, "big") + bytes([3, 1, 0x11, 0, 2, 0x11, 0, 3, 0x11, 0]))
+    frame = bytes([8]) + h.to_bytes(2, "big") + w.to_bytes(2, "big") + bytes([3, 1, 0x11, 0, 2, 0x11, 0, 3, 0x11, 0])
+    out += seg(0xC0, frame)
     out += seg(0xC4, b"\x00" + one_code + b"\x10" + one_code)
     for comp in (1, 2, 3):
         out += seg(0xDA, bytes([1, comp, 0x00, 0, 63, 0])) + scan
@@ -148,6 +149,13 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 
 
 _ADAM7 = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+
+
+def _deflated(n: int) -> bytes:
+    """zlib data inflating to n bytes of "a" (about n / 1000 bytes)."""
+    comp = zlib.compressobj(9)
+    whole = b"".join(comp.compress(b"a" * (1 << 20)) for _ in range(n >> 20))
+    return whole + comp.compress(b"a" * (n & 0xFFFFF)) + comp.flush()
 
 
 def write_png(path: Path, arr: np.ndarray, color_type: int, interlace: bool = False, extra: bytes = b"") -> None:
@@ -326,6 +334,13 @@ def build_corpus(root: Path) -> dict[str, Path]:
         data[6:10] = struct.pack("<HH", 20, 16)
         files[name] = root / name
         files[name].write_bytes(bytes(data))
+    # PNG text chunks within Pillow's limits (MAX_TEXT_CHUNK: exactly 1 MiB inflated), or ones it ignores.
+    for name, chunk in (("ztxt_1mib.png", _png_chunk(b"zTXt", b"Comment\0\0" + _deflated(1 << 20))),
+                        ("itxt_method.png", _png_chunk(b"iTXt", b"k\0\1\5\0\0" + _deflated(2 << 20))),
+                        ("ztxt_corrupt.png", _png_chunk(b"zTXt", b"Comment\0\0\x78\x9cgarbage")),
+                        ("itxt_bad_utf8.png", _png_chunk(b"iTXt", b"k\0\0\0\0\0\xff\xfe"))):
+        files[name] = root / name
+        write_png(files[name], photo[:8, :8], 2, extra=chunk)
     # Damage Pillow tolerates: trailing bytes, no IEND, a bad IDAT CRC, garbage inside JPEG entropy data,
     # palette indices past a short PLTE.
     png, jpg = files["rgb.png"].read_bytes(), files["q75.jpg"].read_bytes()
@@ -350,7 +365,8 @@ def build_corpus(root: Path) -> dict[str, Path]:
 BAD_INPUTS = ["empty.jpg", "text.png", "truncated.jpg", "truncated.png", "garbage_after_header.png",
               "garbage_after_header.jpg", "no_eoi.jpg", "a_folder.jpg", "missing.png", "fifo.jpg", "truncated.gif",
               "truncated.webp", "truncated.bmp", "truncated.tif", "bad_exif_dpi.jpg", "bad_exif.png", "bad_text_crc.png", "bomb.png",
-              "bomb.jpg", "bomb.gif"]
+              "bomb.jpg", "bomb.gif", "ztxt_over_1mib.png", "ztxt_bomb.png", "itxt_bomb.png", "iccp_bomb.png",
+              "ztxt_method.png", "text_memory.png"]
 
 
 def build_bad_inputs(root: Path, good: dict[str, Path]) -> dict[str, Path]:
@@ -380,6 +396,14 @@ def build_bad_inputs(root: Path, good: dict[str, Path]) -> dict[str, Path]:
     content["bomb.jpg"] = jpg[: sof + 5] + struct.pack(">HH", 60000, 60000) + jpg[sof + 9:]
     gif = good["p.gif"].read_bytes()
     content["bomb.gif"] = gif[:6] + struct.pack("<HH", 30000, 30000) + gif[10:]
+    # PNG "text bombs": Pillow refuses a zTXt/iTXt/iCCP chunk inflating beyond 1 MiB, or 64 MiB of text in all.
+    for name, chunks in (("ztxt_over_1mib.png", [(b"zTXt", b"Comment\0\0" + _deflated((1 << 20) + 1))]),
+                         ("ztxt_bomb.png", [(b"zTXt", b"Comment\0\0" + _deflated(64 << 20))]),
+                         ("itxt_bomb.png", [(b"iTXt", b"XML:com.adobe.xmp\0\1\0\0\0" + _deflated(2 << 20))]),
+                         ("iccp_bomb.png", [(b"iCCP", b"icc\0\0" + _deflated(2 << 20))]),
+                         ("ztxt_method.png", [(b"zTXt", b"Comment\0\1" + _deflated(10))]),
+                         ("text_memory.png", [(b"zTXt", b"C%d\0\0" % i + _deflated(1 << 20)) for i in range(65)])):
+        content[name] = png[:33] + b"".join(_png_chunk(kind, body) for kind, body in chunks) + png[33:]
     for name in ("p.gif", "lossy.webp", "rgb.bmp", "lzw.tif"):
         data = good[name].read_bytes()
         content["truncated." + name.split(".")[1]] = data[: len(data) * 2 // 3]

@@ -371,7 +371,8 @@ def test_replica_sizing_and_inputs(tmp_path):
     from der_deploy.runtime.ray_infer import check_address, replica_count
     from der_deploy.runtime.records import list_inputs, read_manifest
 
-    assert replica_count(2, 0, 1, 0) == 1  # 2 CPUs: one replica, one CPU left for Ray Data's tasks
+    assert replica_count(2, 0, 1, 0) == 1  # Parquet: one CPU left for Ray's write tasks
+    assert replica_count(2, 0, 1, 0, reserve=0) == 2  # records: the driver writes, every CPU runs a replica
     assert replica_count(16, 0, 1, 0) == 15 and replica_count(16, 0, 4, 0) == 3
     assert replica_count(64, 4, 2, 1) == 4 and replica_count(8, 8, 2, 0.5) == 3
     with pytest.raises(DerError):

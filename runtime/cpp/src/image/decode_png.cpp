@@ -2,12 +2,14 @@
 // 1/2/4-bit gray scaled to 0..255, 16-bit gray rint(v / 257), 16-bit colour and 16-bit gray+alpha keep the
 // high byte, alpha (and tRNS) dropped, palette looked up. EXIF comes from eXIf or a "Raw profile type exif"
 // text chunk, with XMP's tiff:Orientation as the fallback, before or after the image data as Pillow reads both.
+#include <algorithm>
 #include <csetjmp>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include <png.h>
+#include <zlib.h>
 
 #include "decode_internal.hpp"
 
@@ -93,6 +95,117 @@ bool find_exif_chunk(Bytes in, Bytes& out) {
   return found;
 }
 
+// zlib.decompressobj().decompress(data, limit) as Pillow's _safe_zlib_decompress calls it: the inflated bytes
+// (at most `limit`) into `out` when given, else only counted. Returns 1 when more than `limit` would come out
+// (input left over at the limit: Pillow's "too large"), -1 for a zlib error, 0 otherwise (a stream cut short
+// is not an error there either).
+int bounded_inflate(Bytes data, std::size_t limit, std::size_t& produced, std::vector<std::uint8_t>* out) {
+  z_stream z{};
+  if (inflateInit(&z) != Z_OK) return -1;
+  z.next_in = const_cast<Bytef*>(data.data);
+  z.avail_in = static_cast<uInt>(data.size);
+  std::uint8_t buf[16384];
+  produced = 0;
+  int rc = Z_OK, result = 0;
+  while (z.avail_in > 0 && rc != Z_STREAM_END) {
+    if (produced == limit) {
+      result = 1;
+      break;
+    }
+    z.next_out = buf;
+    z.avail_out = static_cast<uInt>(std::min(sizeof buf, limit - produced));
+    const uInt room = z.avail_out;
+    rc = inflate(&z, Z_SYNC_FLUSH);
+    if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR) {
+      result = -1;
+      break;
+    }
+    const std::size_t got = room - z.avail_out;
+    if (out) out->insert(out->end(), buf, buf + got);
+    produced += got;
+    if (rc == Z_BUF_ERROR && got == 0) break;  // nothing more can come out of what is left
+  }
+  inflateEnd(&z);
+  return result;
+}
+
+// Code points of UTF-8 text, or -1 when it is not valid UTF-8 (Python's strict decoder).
+long long utf8_length(const std::uint8_t* p, std::size_t n) {
+  long long count = 0;
+  for (std::size_t i = 0; i < n; ++count) {
+    const std::uint8_t c = p[i];
+    const int extra = c < 0x80 ? 0 : (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2 : (c >> 3) == 30 ? 3 : -1;
+    if (extra < 0 || n - i <= static_cast<std::size_t>(extra)) return extra == 0 ? count + 1 : -1;
+    std::uint32_t cp = extra == 0 ? c : c & (0x3f >> extra);
+    for (int k = 1; k <= extra; ++k) {
+      if ((p[i + k] & 0xc0) != 0x80) return -1;
+      cp = cp << 6 | (p[i + k] & 0x3f);
+    }
+    static const std::uint32_t kMin[4] = {0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[extra] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return -1;
+    i += extra + 1;
+  }
+  return count;
+}
+
+// Pillow's PNG text limits (PngImagePlugin), on the raw chunks before libpng sees them: a zTXt, compressed iTXt
+// or iCCP chunk inflating beyond MAX_TEXT_CHUNK (1 MiB), or more than MAX_TEXT_MEMORY (64 MiB) of text in all,
+// fails the file, as does an unknown zTXt/iCCP compression method. libpng would inflate such a "text bomb"
+// without bound (a 300 KB file took 300 MB) or skip what Pillow refuses.
+void check_text_chunks(Bytes in, const std::string& name) {
+  constexpr std::size_t kMaxChunk = std::size_t(1) << 20, kMaxMemory = 64 * kMaxChunk;
+  std::size_t memory = 0;
+  std::vector<std::uint8_t> text;
+  for (std::size_t pos = 8; pos + 12 <= in.size;) {
+    const std::uint8_t* c = in.data + pos;
+    const std::size_t len = std::size_t(c[0]) << 24 | c[1] << 16 | c[2] << 8 | c[3];
+    if (len > in.size - pos - 12 || std::memcmp(c + 4, "IEND", 4) == 0) break;
+    pos += 12 + len;
+    const std::uint8_t* p = c + 8;
+    const std::uint8_t* nul = static_cast<const std::uint8_t*>(std::memchr(p, 0, len));
+    const std::size_t key = nul ? static_cast<std::size_t>(nul - p) : len;  // the keyword's length
+    std::size_t produced = 0;
+    if (std::memcmp(c + 4, "tEXt", 4) == 0) {
+      if (key) memory += nul ? len - key - 1 : 0;
+    } else if (std::memcmp(c + 4, "zTXt", 4) == 0) {
+      const bool has_value = nul && len > key + 1;
+      if (has_value && p[key + 1] != 0)
+        fail_corrupt(name, "Unknown compression method " + std::to_string(p[key + 1]) + " in zTXt chunk");
+      const int rc = has_value ? bounded_inflate(Bytes{p + key + 2, len - key - 2}, kMaxChunk, produced, nullptr) : 0;
+      if (rc > 0) fail_corrupt(name, "Decompressed data too large for PngImagePlugin.MAX_TEXT_CHUNK");
+      if (key && rc == 0) memory += produced;
+    } else if (std::memcmp(c + 4, "iCCP", 4) == 0) {
+      const std::size_t at = nul ? key + 1 : 0;  // Pillow's s[s.find(b"\0") + 1], -1 when there is no NUL
+      if (at >= len) fail_corrupt(name, "iCCP chunk is truncated");
+      if (p[at] != 0) fail_corrupt(name, "Unknown compression method " + std::to_string(p[at]) + " in iCCP chunk");
+      if (bounded_inflate(Bytes{p + at + 1, len - at - 1}, kMaxChunk, produced, nullptr) > 0)
+        fail_corrupt(name, "Decompressed data too large for PngImagePlugin.MAX_TEXT_CHUNK");
+    } else if (std::memcmp(c + 4, "iTXt", 4) == 0) {
+      if (!nul || len - key - 1 < 2) continue;
+      const std::uint8_t *r = p + key + 3, *end = p + len;
+      const bool compressed = p[key + 1] != 0, known_method = p[key + 2] == 0;
+      const auto* lang_end = static_cast<const std::uint8_t*>(std::memchr(r, 0, end - r));
+      const auto* tk_end = lang_end ? static_cast<const std::uint8_t*>(std::memchr(lang_end + 1, 0, end - lang_end - 1))
+                                    : nullptr;
+      if (!tk_end || (compressed && !known_method)) continue;  // Pillow ignores such a chunk
+      const Bytes value{tk_end + 1, static_cast<std::size_t>(end - tk_end - 1)};
+      text.clear();
+      if (compressed) {
+        const int rc = bounded_inflate(value, kMaxChunk, produced, &text);
+        if (rc > 0) fail_corrupt(name, "Decompressed data too large for PngImagePlugin.MAX_TEXT_CHUNK");
+        if (rc < 0) continue;
+      } else {
+        text.assign(value.data, value.data + value.size);
+      }
+      const long long chars = utf8_length(text.data(), text.size());
+      if (chars >= 0 && utf8_length(r, lang_end - r) >= 0 && utf8_length(lang_end + 1, tk_end - lang_end - 1) >= 0)
+        memory += static_cast<std::size_t>(chars);
+    }
+    if (memory > kMaxMemory)
+      fail_corrupt(name, "Too much memory used in text chunks: " + std::to_string(memory) + ">MAX_TEXT_MEMORY");
+  }
+}
+
 int orientation_of(png_structp png, png_infop info, png_infop end, Bytes in, const std::string& name) {
   Bytes exif_chunk{nullptr, 0};
   const bool have_exif = find_exif_chunk(in, exif_chunk);
@@ -122,6 +235,7 @@ int orientation_of(png_structp png, png_infop info, png_infop end, Bytes in, con
 }  // namespace
 
 void decode_png(Bytes in, const std::string& name, Decoded& d) {
+  check_text_chunks(in, name);
   PngState s;
   s.reader.in = in;
   s.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &s.reader, on_error, on_warning);
