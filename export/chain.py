@@ -23,13 +23,14 @@ class Row:
 def export_chain(model: Path, names: dict[str, Path], *, fp16: bool = False, int8: bool = False, s8s8: bool = False,
                  calib: Path | None = None, calib_max: int = 256, cadm: bool = False,
                  profile: BatchProfile | None = None, opset: int | None = None, samples: Path | None = None,
-                 budget: dict | None = None) -> list[Row]:
+                 budget: dict | None = None, decode: str | None = None) -> list[Row]:
     """Checkpoint (or FP32 ``.onnx``) -> the FP32, FP16 and INT8 files named by ``names`` (see
     :func:`der_deploy.artifact.variants.variant_paths`), each verified before it is renamed into place.
 
     The reference is the PyTorch model for a checkpoint, the FP32 ONNX in ONNX Runtime for an ``.onnx`` MODEL.
     ``budget`` (data, split, max_map_drop, max_class_drop, min_speedup) decides the INT8 layers kept in floating
-    point before any INT8 file is written, so a refusal leaves none behind.
+    point before any INT8 file is written, so a refusal leaves none behind. ``decode`` ("full"/"draft") replaces
+    the checkpoint card's image decoding in every file written (verification runs on tensors, so it is unaffected).
     """
     from_onnx = Path(model).suffix.lower() == ".onnx"
     profile = profile if profile is not None else parse_profile("1:32")
@@ -51,6 +52,8 @@ def export_chain(model: Path, names: dict[str, Path], *, fp16: bool = False, int
 
         t0 = time.perf_counter()
         net, card = load_checkpoint(model)
+        if decode is not None:
+            card = card.replace(decode=decode)
         report = export_onnx_report((net, card), names["fp32"], opset=opset, batch=profile, cadm=cadm, samples=real)
         rows.append(Row(names["fp32"], "fp32", time.perf_counter() - t0, report.verification))
         src = names["fp32"]

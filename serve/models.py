@@ -17,12 +17,11 @@ from typing import Any
 import numpy as np
 
 from der_deploy.artifact.keys import (TRITON_CARD_PARAM, TRITON_ENGINE_BACKEND_PARAM, TRITON_ENGINE_FILE_PARAM,
-                                      TRITON_ENGINE_PRECISION_PARAM)
+                                      TRITON_ENGINE_PRECISION_PARAM, TRITON_MAX_PIXELS_PARAM)
 
 ITEM = "request item"
-# Optional parameter of the preprocessing model's config.pbtxt: its pixel limit per image (decimal; 0: only the
-# decompression-bomb limit). Absent: der_deploy.images.DEFAULT_MAX_PIXELS. Bounds the memory of one request.
-MAX_PIXELS_PARAM = "der_max_pixels"
+# The preprocessing model's TRITON_MAX_PIXELS_PARAM (written by der-export --triton-max-pixels): its pixel limit per
+# image (decimal; 0: only the decompression-bomb limit). Absent (older repositories): DEFAULT_MAX_PIXELS.
 
 
 def _pb():
@@ -72,14 +71,14 @@ class Preprocess:
         cfg = _config(args)
         self.card = _card(cfg)
         self.draft = decode_target(self.card)
-        text = cfg.get("parameters", {}).get(MAX_PIXELS_PARAM, {}).get("string_value", "")
+        text = cfg.get("parameters", {}).get(TRITON_MAX_PIXELS_PARAM, {}).get("string_value", "")
         try:
             self.max_pixels = int(text) if text.strip() else DEFAULT_MAX_PIXELS
         except ValueError:
             self.max_pixels = -1
         if self.max_pixels < 0:
-            raise RuntimeError(f"model {cfg.get('name')!r}: parameters[{MAX_PIXELS_PARAM!r}] must be a whole number "
-                               f">= 0 (0: no limit), got {text!r}")
+            raise RuntimeError(f"model {cfg.get('name')!r}: parameters[{TRITON_MAX_PIXELS_PARAM!r}] must be a "
+                               f"whole number >= 0 (0: no limit), got {text!r}")
 
     def execute(self, requests):
         from der_deploy.errors import ImageError

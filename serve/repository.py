@@ -25,7 +25,7 @@ from pathlib import Path
 
 from der_deploy.artifact.card import ModelCard
 from der_deploy.artifact.keys import (BATCH_KEY, TRITON_CARD_PARAM, TRITON_ENGINE_BACKEND_PARAM, TRITON_ENGINE_FILE_PARAM,
-                                      TRITON_ENGINE_PRECISION_PARAM)
+                                      TRITON_ENGINE_PRECISION_PARAM, TRITON_MAX_PIXELS_PARAM)
 from der_deploy.artifact.profile import BatchProfile, parse_profile
 from der_deploy.errors import ExportError
 
@@ -238,11 +238,14 @@ def engine_config(spec: EngineSpec, name: str, backend: str, max_batch: int, ins
     return cfg
 
 
-def preprocess_config(name: str, card: ModelCard, max_batch: int, instances: int, profile: BatchProfile):
+def preprocess_config(name: str, card: ModelCard, max_batch: int, instances: int, profile: BatchProfile,
+                      max_pixels: int):
     pb2 = _pb2()
     h, w = card.input_size
     cfg = pb2.ModelConfig(name=name, backend="python")
     _common(cfg, card, max_batch)
+    # Written out even at the default so that operators see (and can edit) the limit in config.pbtxt.
+    cfg.parameters[TRITON_MAX_PIXELS_PARAM].string_value = str(max_pixels)
     _tensor(cfg.input.add(), Tensor(IMAGE_INPUT, "TYPE_STRING", (1,)))
     _tensor(cfg.output.add(), Tensor(IMAGES, "TYPE_FP32", (3, h, w)))
     _batching(cfg, profile, max_batch)
@@ -314,13 +317,15 @@ class Repository:
 
 def write_repository(engine: str | Path, repo: str | Path, *, name: str = "der", backend: str | None = None,
                      max_batch: int | None = None, instances: int = 1, engine_backend: str = "ort",
-                     precision: str = "fp32") -> Repository:
+                     precision: str = "fp32", max_pixels: int | None = None) -> Repository:
     """Write the model repository for ``engine`` (.onnx or .plan) under ``repo``; returns what was written.
 
     ``backend``: "onnxruntime" / "tensorrt" / "openvino" (Triton's native backends) or "python"
     (der_deploy.runtime inside Triton's Python backend); default: tensorrt for a .plan, onnxruntime for an .onnx.
     ``engine_backend`` ("ort" or "openvino") runs the .onnx in the Python-backend engine model; ``precision``
     ("fp32" or "bf16") is OpenVINO's inference precision, for the openvino backend or engine_backend="openvino".
+    ``max_pixels``: the preprocessing model refuses (400) images decoding to more pixels (0: no limit; default:
+    der_deploy.images.DEFAULT_MAX_PIXELS, as der-infer).
     Models of the same names in ``repo`` are replaced as a whole; other models there are left alone.
     """
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
@@ -346,6 +351,12 @@ def write_repository(engine: str | Path, repo: str | Path, *, name: str = "der",
                           "--triton-backend openvino, or --triton-backend python --engine-backend openvino")
     if instances < 1:
         raise ExportError(f"--instances must be >= 1, got {instances}")
+    if max_pixels is None:
+        from der_deploy.images import DEFAULT_MAX_PIXELS
+
+        max_pixels = DEFAULT_MAX_PIXELS
+    if max_pixels < 0:
+        raise ExportError(f"--triton-max-pixels must be >= 0 (0: no limit), got {max_pixels}")
     mb = spec.profile.max if max_batch is None else max_batch
     if not 1 <= mb <= spec.profile.max:
         raise ExportError(f"--max-batch {mb} is outside the engine's batch range 1..{spec.profile.max}; "
@@ -368,7 +379,8 @@ def write_repository(engine: str | Path, repo: str | Path, *, name: str = "der",
         engine_files["1/model.py"] = _shim("Engine")
     models = {
         name: ("engine", engine_config(spec, name, backend, mb, instances, engine_backend, precision), engine_files),
-        name + PRE: ("image bytes -> tensor", preprocess_config(name + PRE, card, mb, instances, spec.profile),
+        name + PRE: ("image bytes -> tensor",
+                     preprocess_config(name + PRE, card, mb, instances, spec.profile, max_pixels),
                      {"1/model.py": _shim("Preprocess")}),
         name + POST: ("scores -> label decisions", postprocess_config(name + POST, card, mb, spec.profile),
                       {"1/model.py": _shim("Postprocess")}),

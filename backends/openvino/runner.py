@@ -16,6 +16,7 @@ from typing import Mapping
 
 import numpy as np
 
+from der_deploy.artifact.files import onnx_metadata
 from der_deploy.errors import BackendUnavailable, EngineError
 
 from ..base import BaseRunner, TensorMeta
@@ -115,6 +116,9 @@ class OpenVinoRunner(BaseRunner):
         ov = import_openvino()
         if not self.path.is_file():
             raise EngineError(f"{self.path}: no such ONNX file; check the path or export one with der-export")
+        # A corrupt file gets the same one-line error as on ONNX Runtime, before OpenVINO probes every frontend
+        # (its TensorFlow frontend prints parse errors to stderr).
+        onnx_metadata(self.path)
         core = ov.Core()
         caps = openvino_capabilities(core)
         self._check_native(caps)

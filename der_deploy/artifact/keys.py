@@ -16,3 +16,4 @@ TRITON_CARD_PARAM = "der_card"  # the card JSON, in every generated model's conf
 TRITON_ENGINE_FILE_PARAM = "der_engine_file"  # the engine file of a Python-backend engine model
 TRITON_ENGINE_BACKEND_PARAM = "der_engine_backend"  # "ort" or "openvino": what runs that .onnx
 TRITON_ENGINE_PRECISION_PARAM = "der_engine_precision"  # OpenVINO's inference precision there ("fp32", "bf16")
+TRITON_MAX_PIXELS_PARAM = "der_max_pixels"  # the preprocessing model's image-size limit (decimal; "0": none)

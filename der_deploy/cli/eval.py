@@ -52,7 +52,9 @@ def main(engine, data, split, data_format, reference, budgets, max_class_drop, t
     """Evaluate ENGINE on DATA: mAP, CP/CR/CF1/OP/OR/OF1 (all labels and top-3).
 
     With --reference, the checkpoint runs on the same preprocessed images and the command exits 1 when
-    |ΔmAP| exceeds the budget for the engine's precision.
+    |ΔmAP| exceeds the budget for the engine's precision. When the two cards decode differently (an engine
+    exported with der-export --decode draft from a checkpoint trained with full decoding), each side decodes the
+    images as its own card says, so ΔmAP measures the decoding change too.
     """
     from der_deploy.fileio import write_text
     from der_deploy.progress import out_console, table

@@ -51,6 +51,26 @@ def _load_tensorrt():
               help="INT8 budget: largest AP drop of any class vs FP32, in points.")
 @click.option("--min-speedup", type=click.FloatRange(min=0), default=1.5, show_default=True,
               help="INT8 budget: refuse when the budgeted U8S8 file is slower than this many times FP32 (ORT CPU, batch 8).")
+@click.option("--budget-backend", type=click.Choice(["ort", "openvino"]), default="ort", show_default=True,
+              help="INT8 budget: where the U8S8 file is checked and timed, i.e. where it will be deployed (ONNX "
+                   "Runtime CPU or OpenVINO CPU); speed-ups stay relative to ONNX Runtime FP32. The S8S8 (TensorRT) "
+                   "file is checked on ONNX Runtime either way.")
+@click.option("--budget-fallback-precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+              help="INT8 budget: what the layers kept out of INT8 run in on --budget-backend openvino (its inference "
+                   "precision; deploy with --precision the same). bf16 needs a CPU with AMX-BF16 or AVX-512 BF16; "
+                   "ONNX Runtime runs them in fp32.")
+@click.option("--calibration-method", type=click.Choice(["auto", "minmax", "percentile", "entropy"]), default=None,
+              help="INT8 budget: activation ranges from ONNX Runtime's calibrator. auto tries all three on "
+                   "--budget-data before any layer falls back and keeps the one with the smallest error (plain INT8 "
+                   "within budget first, then the smaller mean |Δlogit|): three calibration passes, each cached in "
+                   "its own der.calib[-METHOD].json. percentile and entropy histogram every activation, one batch of 8 "
+                   "images at a time (memory: one batch's activations); entropy's threshold search takes seconds per "
+                   "tensor on deep trunks, so it dominates the search on resnet101 -- pick a method to skip it "
+                   "[default: auto with --budget-data; plain --int8 uses minmax].")
+@click.option("--decode", type=click.Choice(["full", "draft"]), default=None,
+              help="Image decoding written into the card [default: the checkpoint's, from der-train --decode]. draft "
+                   "shrinks large JPEGs on load (faster, less memory); for a model trained with full decoding, check "
+                   "the change with der-eval --reference.")
 @click.option("--cadm", is_flag=True, help="Add the 'cadm' output (N x C x h x w class activation maps, for heat maps).")
 @click.option("--batch", "profile", default="1:32", show_default=True, callback=_profile,
               help="Batch range MIN:MAX or MIN:OPT:MAX (the TensorRT profile; ONNX batch is always dynamic).")
@@ -76,10 +96,14 @@ def _load_tensorrt():
               help="Triton max_batch_size [default: MAX of the batch profile].")
 @click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
               help="Triton instances of the engine and preprocessing models.")
+@click.option("--triton-max-pixels", type=click.IntRange(min=0), default=None,
+              help="Largest decoded image (width x height) the served preprocessing model accepts; bigger uploads "
+                   "get a 400 naming the limit (0: no limit) [default: 40000000, as der-infer].")
 @handle_errors
 def main(model, output, fp16, int8, calib, calib_max, budget_data, budget_split, max_map_drop, max_class_drop,
-         min_speedup, cadm, profile, opset, samples, trt, workspace, timing_cache,
-         triton_repo, triton_name, triton_backend, engine_backend, triton_precision, max_batch, instances):
+         min_speedup, decode, cadm, profile, opset, samples, trt, workspace, timing_cache,
+         triton_repo, triton_name, triton_backend, engine_backend, triton_precision, max_batch, instances,
+         triton_max_pixels, budget_backend, budget_fallback_precision, calibration_method):
     """Export a DER checkpoint (MODEL, from der-train) to verified ONNX; MODEL may be an .onnx with --fp16/--int8/--trt."""
     if int8 and calib is None:
         raise click.UsageError("--int8 needs --calib DIR (a folder of real images for calibration)")
@@ -88,11 +112,17 @@ def main(model, output, fp16, int8, calib, calib_max, budget_data, budget_split,
     if budget_data is not None and not int8:
         raise click.UsageError("--budget-data sets an INT8 accuracy budget; add --int8 --calib DIR")
     budget = None if budget_data is None else dict(data=budget_data, split=budget_split, max_map_drop=max_map_drop,
-                                                   max_class_drop=max_class_drop, min_speedup=min_speedup)
+                                                   max_class_drop=max_class_drop, min_speedup=min_speedup,
+                                                   **_budget_options(budget_backend, budget_fallback_precision,
+                                                                     calibration_method))
+    if budget is None and (budget_backend != "ort" or budget_fallback_precision != "fp32"
+                           or calibration_method not in (None, "minmax")):
+        raise click.UsageError("--budget-backend, --budget-fallback-precision and --calibration-method (other than "
+                               "minmax) tune the INT8 budget search; add --budget-data DATA")
     if not trt and (workspace is not None or timing_cache is not None):
         raise click.UsageError("--workspace and --timing-cache are TensorRT options; add --trt")
     triton = _triton_args(model, triton_repo, triton_name, triton_backend, max_batch, instances, trt, engine_backend,
-                          triton_precision,
+                          triton_precision, triton_max_pixels,
                           variants=fp16 or int8 or trt)
     if triton is not None and model.suffix.lower() in (".plan", ".engine"):
         return _write_triton(model, **triton)
@@ -101,8 +131,8 @@ def main(model, output, fp16, int8, calib, calib_max, budget_data, budget_split,
         return _write_triton(model, **triton)
     if from_onnx and not (fp16 or int8 or trt):
         raise click.UsageError(f"{model} is already ONNX; add --fp16, --int8 or --trt to make a variant of it")
-    if from_onnx and (cadm or opset is not None):
-        raise click.UsageError("--cadm and --opset apply to a checkpoint export, not to an existing .onnx")
+    if from_onnx and (cadm or opset is not None or decode is not None):
+        raise click.UsageError("--cadm, --opset and --decode apply to a checkpoint export, not to an existing .onnx")
 
     from der_deploy.fileio import check_writable
 
@@ -128,7 +158,7 @@ def main(model, output, fp16, int8, calib, calib_max, budget_data, budget_split,
 
         raise CheckpointError(f"{model}: no such file; pass a checkpoint written by der-train (or an .onnx)")
     rows = export_chain(model, names, fp16=want_fp16, int8=int8, s8s8=int8 and (trt or budget is not None),
-                        calib=calib, calib_max=calib_max, cadm=cadm, profile=profile, opset=opset, samples=samples,
+                        calib=calib, calib_max=calib_max, cadm=cadm, decode=decode, profile=profile, opset=opset, samples=samples,
                         budget=budget)
     if trt_export is not None:
         src = names["s8s8"] if int8 else names["fp16"]
@@ -142,14 +172,26 @@ def main(model, output, fp16, int8, calib, calib_max, budget_data, budget_split,
         _write_triton(names["plan"] if use_plan else (model if from_onnx else names["fp32"]), **triton)
 
 
-def _triton_args(model, repo, name, backend, max_batch, instances, trt, engine_backend, precision,
+def _budget_options(backend: str, fallback_precision: str, calibration: str | None) -> dict:
+    """The budget search's backend and calibration options, checked before any export work (bf16 on a CPU without
+    native BF16 is one line here, not minutes later)."""
+    from der_deploy.export.budget_backends import check_budget_backend
+
+    if backend == "ort" and fallback_precision != "fp32":
+        raise click.UsageError(f"--budget-fallback-precision {fallback_precision} needs --budget-backend openvino "
+                               "(ONNX Runtime runs the layers kept out of INT8 in fp32)")
+    check_budget_backend(backend, fallback_precision)
+    return {"backend": backend, "fallback_precision": fallback_precision, "calibration": calibration or "auto"}
+
+
+def _triton_args(model, repo, name, backend, max_batch, instances, trt, engine_backend, precision, max_pixels,
                  variants) -> dict | None:
     """Validate the --triton options up front (before minutes of export); None without --triton."""
     if repo is None:
         if (backend is not None or max_batch is not None or instances != 1 or name != "der" or engine_backend != "ort"
-                or precision != "fp32"):
-            raise click.UsageError("--triton-name, --triton-backend, --engine-backend, --triton-precision, --max-batch "
-                                   "and --instances need --triton REPO")
+                or precision != "fp32" or max_pixels is not None):
+            raise click.UsageError("--triton-name, --triton-backend, --engine-backend, --triton-precision, --max-batch, "
+                                   "--instances and --triton-max-pixels need --triton REPO")
         if model.suffix.lower() in (".plan", ".engine"):
             raise click.UsageError(f"{model} is a TensorRT plan; der-export uses it only to write --triton REPO")
         return None
@@ -168,14 +210,15 @@ def _triton_args(model, repo, name, backend, max_batch, instances, trt, engine_b
 
     _pb2()  # tritonclient (Triton's config schema) must be there before any export work
     return {"repo": repo, "name": name, "backend": backend, "max_batch": max_batch, "instances": instances,
-            "engine_backend": engine_backend, "precision": precision}
+            "engine_backend": engine_backend, "precision": precision, "max_pixels": max_pixels}
 
 
-def _write_triton(engine: Path, *, repo, name, backend, max_batch, instances, engine_backend, precision) -> None:
+def _write_triton(engine: Path, *, repo, name, backend, max_batch, instances, engine_backend, precision,
+                  max_pixels) -> None:
     from der_deploy.serve.repository import describe, write_repository
 
     rep = write_repository(engine, repo, name=name, backend=backend, max_batch=max_batch, instances=instances,
-                           engine_backend=engine_backend, precision=precision)
+                           engine_backend=engine_backend, precision=precision, max_pixels=max_pixels)
     click.echo("\n".join(describe(rep)))
     click.echo(f"serve it: der-serve {repo}    query it: der-infer --triton 127.0.0.1:8000 IMAGES...")
 

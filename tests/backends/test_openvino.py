@@ -267,3 +267,13 @@ def test_missing_openvino_is_one_line(tiny_onnx, test_batch, monkeypatch):
     assert cpu_mod.openvino_capabilities() is None
     res = _infer("--engine", tiny_onnx, test_batch[2][0], "--backend", "openvino")
     assert res.exit_code == 2 and res.stderr.strip() == f"error: {INSTALL_HINT}"
+
+
+def test_corrupt_or_missing_file_is_one_line(tmp_path, tiny_onnx, capfd):
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(tiny_onnx.read_bytes()[:100_000])
+    for path, words in [(truncated, "not a valid ONNX model"), (tmp_path / "missing.onnx", "no such ONNX file")]:
+        with pytest.raises(EngineError) as err:
+            OpenVinoRunner(path).activate()
+        assert str(err.value).startswith(f"{path}: {words}") and "\n" not in str(err.value)
+    assert "GraphDef" not in capfd.readouterr().err  # OpenVINO never got to probe its frontends

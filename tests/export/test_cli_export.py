@@ -152,3 +152,20 @@ def test_full_export_writes_verified_variants(tmp_path, ckpt):
     proc = run(out / "der.onnx", "--fp16", "-o", tmp_path / "again" / "x.onnx", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "again" / "x.fp16.onnx").is_file() and not (tmp_path / "again" / "x.onnx").exists()
+
+
+def test_decode_override_goes_into_every_card(tmp_path, ckpt):
+    """--decode replaces the checkpoint card's image decoding in each file written; default: the checkpoint's."""
+    from der_deploy.artifact.files import read_card
+
+    runner = CliRunner()
+    r = runner.invoke(main, [str(ckpt), "-o", str(tmp_path / "d.onnx"), "--fp16", "--decode", "draft"])
+    assert r.exit_code == 0, r.output
+    assert read_card(tmp_path / "d.onnx").decode == read_card(tmp_path / "d.fp16.onnx").decode == "draft"
+    r = runner.invoke(main, [str(ckpt), "-o", str(tmp_path / "f.onnx")])
+    assert r.exit_code == 0, r.output
+    assert read_card(tmp_path / "f.onnx").decode == "full"
+    r = runner.invoke(main, [str(tmp_path / "f.onnx"), "--fp16", "--decode", "draft"])
+    assert r.exit_code == 2 and "--decode apply to a checkpoint export" in r.output
+    r = runner.invoke(main, [str(ckpt), "--decode", "thumbnail"])
+    assert r.exit_code == 2 and "'thumbnail' is not one of 'full', 'draft'" in r.output

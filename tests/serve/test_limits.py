@@ -55,7 +55,7 @@ def _preprocess(params: dict):
 
 
 def test_preprocess_limit_parameter():
-    from der_deploy.serve.models import MAX_PIXELS_PARAM
+    from der_deploy.artifact.keys import TRITON_MAX_PIXELS_PARAM as MAX_PIXELS_PARAM
 
     assert _preprocess({}).max_pixels == DEFAULT_MAX_PIXELS == 40_000_000
     assert _preprocess({MAX_PIXELS_PARAM: "1000"}).max_pixels == 1000
@@ -63,6 +63,38 @@ def test_preprocess_limit_parameter():
     for bad in ("-1", "lots"):
         with pytest.raises(RuntimeError, match=f"must be a whole number >= 0 .0: no limit., got '{bad}'"):
             _preprocess({MAX_PIXELS_PARAM: bad})
+
+
+def _written_limit(repo: Path) -> tuple[str, int]:
+    """The parameter as der-export wrote it into config.pbtxt, and what the preprocessing model makes of it."""
+    from der_deploy.artifact.keys import TRITON_MAX_PIXELS_PARAM
+    from der_deploy.serve.models import Preprocess
+    from der_deploy.serve.repository import parse_pbtxt
+    from google.protobuf.json_format import MessageToJson
+
+    cfg = parse_pbtxt((repo / "der_preprocess" / "config.pbtxt").read_text())
+    model = Preprocess()
+    model.initialize({"model_config": MessageToJson(cfg, preserving_proto_field_name=True)})
+    return cfg.parameters[TRITON_MAX_PIXELS_PARAM].string_value, model.max_pixels
+
+
+def test_der_export_writes_the_limit(tiny_onnx, tmp_path):
+    """der-export --triton-max-pixels lands in config.pbtxt (the default written out too) and the preprocessing
+    model, initialised from that config as Triton would, enforces it."""
+    from click.testing import CliRunner
+
+    from der_deploy.cli.export import main
+
+    runner = CliRunner()
+    for flag, want in [([], 40_000_000), (["--triton-max-pixels", "5000"], 5000), (["--triton-max-pixels", "0"], 0)]:
+        repo = tmp_path / f"repo{len(flag)}{want}"
+        res = runner.invoke(main, [str(tiny_onnx), "--triton", str(repo), *flag])
+        assert res.exit_code == 0, res.output
+        assert _written_limit(repo) == (str(want), want)
+    res = runner.invoke(main, [str(tiny_onnx), "--triton-max-pixels", "5000"])
+    assert res.exit_code == 2 and "--triton-max-pixels need --triton REPO" in res.output
+    res = runner.invoke(main, [str(tiny_onnx), "--triton", str(tmp_path / "r"), "--triton-max-pixels", "-1"])
+    assert res.exit_code == 2 and "--triton-max-pixels" in res.output
 
 
 # --- der-infer (local): --max-pixels ---------------------------------------------------------------------------

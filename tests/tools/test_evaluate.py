@@ -154,3 +154,56 @@ def test_class_mismatch_is_one_clear_error(tiny_onnx, tmp_path):
     (tmp_path / "test.csv").write_text("a.jpg,zebra\n")
     with pytest.raises(DerError, match="differ from the engine"):
         evaluate(tiny_onnx, tmp_path / "test.csv", split="test")
+
+
+
+@pytest.fixture(scope="module")
+def camera_voc(synth_voc, tmp_path_factory) -> Path:
+    """The test split re-encoded as larger JPEGs (400x300), so that draft decoding has something to shrink."""
+    import shutil
+
+    from PIL import Image
+
+    out = tmp_path_factory.mktemp("camera") / "voc"
+    (out / "JPEGImages").mkdir(parents=True)
+    for name in ("Annotations", "ImageSets"):
+        shutil.copytree(synth_voc / name, out / name)
+    for f in synth_voc.iterdir():
+        if f.is_file():
+            shutil.copy(f, out / f.name)
+    for i in (synth_voc / "ImageSets/Main/test.txt").read_text().split():
+        with Image.open(synth_voc / "JPEGImages" / f"{i}.jpg") as im:
+            im.convert("RGB").resize((400, 300), Image.BICUBIC).save(out / "JPEGImages" / f"{i}.jpg", quality=90)
+    return out
+
+
+def test_draft_engine_against_full_checkpoint(trained_ckpt, camera_voc, tmp_path):
+    """der-export --decode draft of a full-decoding checkpoint: der-eval --reference decodes each side as its card
+    says. The reference side must equal the checkpoint in PyTorch on fully decoded images; the engine side must
+    equal ONNX Runtime on draft-decoded images; both scored by scikit-learn."""
+    import onnxruntime as ort
+    import torch
+
+    from der_deploy.datasets import open_dataset
+    from der_deploy.images import load_and_preprocess, stack
+    from der_deploy.train.checkpoint import load_checkpoint
+
+    model, full_card = load_checkpoint(trained_ckpt)
+    draft_card = full_card.replace(decode="draft")
+    res = subprocess.run([str(BIN / "der-export"), str(trained_ckpt), "-o", str(tmp_path / "draft.onnx"), "--decode",
+                          "draft"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert read_card(tmp_path / "draft.onnx").decode == "draft"
+    report = evaluate(tmp_path / "draft.onnx", camera_voc, reference=trained_ckpt)
+    ds = open_dataset(camera_voc, "test")
+    targets = ds.targets()
+    x_draft = stack([load_and_preprocess(p, draft_card) for p in ds.paths])
+    x_full = stack([load_and_preprocess(p, full_card) for p in ds.paths])
+    assert np.abs(x_draft - x_full).max() > 1e-2  # the two modes really decode differently here
+    sess = ort.InferenceSession(str(tmp_path / "draft.onnx"), providers=["CPUExecutionProvider"])
+    engine_probs = 1 / (1 + np.exp(-sess.run(["logits"], {"images": x_draft})[0]))
+    with torch.inference_mode():
+        ref_probs = torch.sigmoid(model(torch.from_numpy(x_full)).logits).numpy()
+    assert report.map == pytest.approx(sklearn_map(engine_probs, targets), abs=1e-6)
+    assert report.parity.reference_map == pytest.approx(sklearn_map(ref_probs, targets), abs=1e-6)
+    assert report.parity.max_abs_score_diff == pytest.approx(np.abs(engine_probs - ref_probs).max(), abs=1e-4)
