@@ -1,4 +1,4 @@
-"""Torch-free inference: the Predictor (batched, pipelined decode + engine), thresholds, heat maps.
+"""Torch-free inference: the Predictor (batched, pipelined decode + engine), thresholds, heat maps, Ray bulk scoring.
 
 Engines run on the backends in ``der_deploy.backends``; the card and file formats are ``der_deploy.artifact``.
 Evaluation and benchmarks (which import the exporter and torch) live in ``der_deploy.tools``, Triton in
@@ -12,6 +12,7 @@ _EXPORTS = {
     "Predictor": "der_deploy.runtime.predictor", "Prediction": "der_deploy.runtime.predictor",
     "PipelineStats": "der_deploy.runtime.pipeline",
     "CamWriter": "der_deploy.runtime.cam",
+    "infer_ray": "der_deploy.runtime.ray_infer",  # bulk scoring on a Ray cluster (der-deploy[ray]; Ray imported on call)
     # kept here for code written against the first layout; their homes are the backends and the contract
     "BaseRunner": "der_deploy.backends.base", "TensorMeta": "der_deploy.backends.base",
     "OnnxRuntimeRunner": "der_deploy.backends.onnxruntime.runner",

@@ -82,3 +82,17 @@ def tiny_onnx(trained_ckpt, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
     return export_onnx(trained_ckpt, out, cadm=True)
+
+
+@pytest.fixture(scope="session")
+def variants(tiny_onnx, synth_voc, tmp_path_factory) -> dict[str, Path]:
+    """tiny_onnx and its FP16 and INT8 (U8S8, MinMax from 64 training images) files, made once per session."""
+    from der_deploy.export.precision import convert_fp16
+    from der_deploy.export.quantize import quantize_int8
+
+    out = tmp_path_factory.mktemp("variants")
+    return {
+        "fp32": tiny_onnx,
+        "fp16": convert_fp16(tiny_onnx, out / "tiny.fp16.onnx"),
+        "int8": quantize_int8(tiny_onnx, out / "tiny.int8.onnx", synth_voc / "JPEGImages", calib_max=64),
+    }

@@ -22,6 +22,8 @@ def _batches(ctx, param, value: str) -> tuple[int, ...]:
 
 FORMATS = ("torch", "ort-fp32", "ort-fp16", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8", "trt")
 
+NOTE_WIDTH = 60  # characters of a row's note in the table; longer notes become footnotes
+
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", type=click.Path(path_type=Path))
@@ -65,15 +67,21 @@ def main(model, data, split, workdir, batches, iters, warmup, formats, calib_max
     b_lat = batches[0]
     cols = ["format", "precision", "size", "mAP", "ΔmAP (pt)", "worst class ΔAP", *[f"img/s b{b}" for b in batches],
             f"p50 ms b{b_lat}", f"p99 ms b{b_lat}", "peak MB", "note"]
-    rows = []
+    rows, footnotes = [], []
     for r in report.rows:
         worst = "-" if r.worst_delta_ap_pt is None else f"{r.worst_class} {r.worst_delta_ap_pt:+.2f}"
+        note = r.note or r.runtime
+        if len(note) > NOTE_WIDTH:  # a refusal's full sentence goes under the table, so the table stays readable
+            footnotes.append(f"[{len(footnotes) + 1}] {r.format} {r.precision}: {note}")
+            note = f"{note[:NOTE_WIDTH - 6].rsplit(' ', 1)[0]}… [{len(footnotes)}]"
         rows.append((r.format, r.precision, human_size(r.size_bytes) if r.size_bytes else "-",
                      "-" if r.map is None else f"{100 * r.map:.2f}",
                      "-" if r.delta_map_pt is None else f"{r.delta_map_pt:+.3f}", worst,
                      *[speed(r, b, "img_s") for b in batches], speed(r, b_lat, "p50_ms"), speed(r, b_lat, "p99_ms"),
-                     "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}", r.note or r.runtime))
+                     "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}", note))
     out_console.print(table(f"der-bench {model.name}", cols, rows))
+    for line in footnotes:
+        out_console.print(line)
 
     b_big = batches[-1]
     def ips(fmt, prec):

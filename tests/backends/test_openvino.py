@@ -36,19 +36,6 @@ def _has_native(precision: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def variants(tiny_onnx, synth_voc, tmp_path_factory):
-    from der_deploy.export.precision import convert_fp16
-    from der_deploy.export.quantize import quantize_int8
-
-    out = tmp_path_factory.mktemp("ov-variants")
-    return {
-        "fp32": tiny_onnx,
-        "fp16": convert_fp16(tiny_onnx, out / "tiny.fp16.onnx"),
-        "int8": quantize_int8(tiny_onnx, out / "tiny.int8.onnx", synth_voc / "JPEGImages", calib_max=64),
-    }
-
-
-@pytest.fixture(scope="module")
 def test_batch(synth_voc, tiny_onnx):
     from der_deploy.artifact.files import read_card
     from der_deploy.datasets import open_dataset

@@ -50,6 +50,28 @@ def python_repo(tiny_onnx, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def start_server(triton_install, stub_python):
+    """``start_server(repo)``: a real tritonserver on free loopback ports (use as ``with start_server(repo) as srv``)."""
+    from der_deploy.serve.server import TritonServer, free_ports
+
+    def start(repo: Path) -> TritonServer:
+        http, grpc, metrics = free_ports(3)
+        return TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics, server=triton_install.binary,
+                            python=stub_python)
+
+    return start
+
+
+@pytest.fixture(scope="session")
+def server(python_repo, start_server):
+    """One server of ``python_repo`` shared by every module (each start costs ~20-60 s on 2 cores)."""
+    pytest.importorskip("tritonclient.http")
+    with start_server(python_repo) as srv:
+        srv.wait_ready(timeout=120)
+        yield srv
+
+
+@pytest.fixture(scope="session")
 def fake_plan():
     """make_fake_plan(folder, card, lo=, opt=, hi=, onnx=): a plan the fake TensorRT loads, with a valid sidecar."""
     return make_fake_plan

@@ -12,21 +12,10 @@ pytest.importorskip("tritonclient.http")
 import tritonclient.grpc as grpcclient  # noqa: E402
 import tritonclient.http as httpclient  # noqa: E402
 
-from der_deploy.serve.server import TritonServer, free_ports  # noqa: E402
 
 OUTPUTS = ("scores", "labels")
 SUBSETS = [("scores",), ("labels",), ("scores", "labels")]
 TIMEOUT_S = 30
-
-
-@pytest.fixture(scope="module")
-def server(python_repo, triton_install, stub_python):
-    http, grpc, metrics = free_ports(3)
-    srv = TritonServer(python_repo, http_port=http, grpc_port=grpc, metrics_port=metrics, server=triton_install.binary,
-                       python=stub_python)
-    with srv:
-        srv.wait_ready(timeout=120)
-        yield srv
 
 
 def _client(server, transport):

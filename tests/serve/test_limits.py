@@ -136,19 +136,6 @@ def _group_rss_mb(pgid: int) -> float:
     return total / 1024
 
 
-@pytest.fixture(scope="module")
-def server(python_repo, triton_install, stub_python):
-    pytest.importorskip("tritonclient.http")
-    from der_deploy.serve.server import TritonServer, free_ports
-
-    http, grpc, metrics = free_ports(3)
-    srv = TritonServer(python_repo, http_port=http, grpc_port=grpc, metrics_port=metrics, server=triton_install.binary,
-                       python=stub_python)
-    with srv:
-        srv.wait_ready(timeout=120)
-        yield srv
-
-
 def _infer(server, data: bytes):
     import tritonclient.http as httpclient
 

@@ -13,13 +13,7 @@ pytest.importorskip("openvino")
 import tritonclient.http as httpclient  # noqa: E402
 
 from der_deploy.serve.repository import write_repository  # noqa: E402
-from der_deploy.serve.server import ServeError, TritonServer, free_ports  # noqa: E402
-
-
-def _start(repo, triton_install, stub_python) -> TritonServer:
-    http, grpc, metrics = free_ports(3)
-    return TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics, server=triton_install.binary,
-                        python=stub_python)
+from der_deploy.serve.server import ServeError  # noqa: E402
 
 
 def _native_bf16() -> bool:
@@ -35,7 +29,7 @@ def ov_repo(tiny_onnx, tmp_path_factory):
     return repo
 
 
-def test_served_openvino_engine_matches_local_openvino(ov_repo, tiny_onnx, serve_images, triton_install, stub_python):
+def test_served_openvino_engine_matches_local_openvino(ov_repo, tiny_onnx, serve_images, start_server):
     from der_deploy.runtime.predictor import Predictor
 
     with Predictor(tiny_onnx, backend="openvino") as p:
@@ -43,7 +37,7 @@ def test_served_openvino_engine_matches_local_openvino(ov_repo, tiny_onnx, serve
     classes = list(local[0].scores)
     want = np.array([[r.scores[c] for c in classes] for r in local], dtype=np.float32)
     data = np.array([f.read_bytes() for f in serve_images], dtype=object).reshape(-1, 1)
-    with _start(ov_repo, triton_install, stub_python) as srv:
+    with start_server(ov_repo) as srv:
         srv.wait_ready(timeout=180)
         client = httpclient.InferenceServerClient(f"127.0.0.1:{srv.ports['--http-port']}", network_timeout=60)
         inp = httpclient.InferInput("image", list(data.shape), "BYTES")
@@ -54,13 +48,13 @@ def test_served_openvino_engine_matches_local_openvino(ov_repo, tiny_onnx, serve
         sorted(r.labels, key=classes.index) for r in local]
 
 
-def test_bf16_engine_without_native_bf16_is_refused_not_downgraded(tiny_onnx, tmp_path, triton_install, stub_python):
+def test_bf16_engine_without_native_bf16_is_refused_not_downgraded(tiny_onnx, tmp_path, start_server):
     if _native_bf16():
         pytest.skip("this CPU runs BF16 natively; the refusal is checked on CPUs without it")
     repo = tmp_path / "repo"
     write_repository(tiny_onnx, repo, backend="python", engine_backend="openvino", precision="bf16", max_batch=4)
     with pytest.raises(ServeError) as err:
-        with _start(repo, triton_install, stub_python) as srv:
+        with start_server(repo) as srv:
             srv.wait_ready(timeout=180)
     message = str(err.value)
     assert "der" in message and "bf16" in message.lower()

@@ -24,16 +24,6 @@ BIN = Path(sys.executable).parent  # the console scripts of this environment
 
 
 @pytest.fixture(scope="module")
-def server(python_repo, triton_install, stub_python):
-    http, grpc, metrics = free_ports(3)
-    srv = TritonServer(python_repo, http_port=http, grpc_port=grpc, metrics_port=metrics, server=triton_install.binary,
-                       python=stub_python)
-    with srv:
-        srv.wait_ready(timeout=120)
-        yield srv
-
-
-@pytest.fixture(scope="module")
 def local(tiny_onnx, serve_images):
     from der_deploy.runtime.predictor import Predictor
 

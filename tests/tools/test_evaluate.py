@@ -44,19 +44,6 @@ def torch_probs(trained_ckpt, synth_voc):
     return probs, ds.targets()
 
 
-@pytest.fixture(scope="module")
-def variants(tiny_onnx, synth_voc, tmp_path_factory):
-    from der_deploy.export.precision import convert_fp16
-    from der_deploy.export.quantize import quantize_int8
-
-    out = tmp_path_factory.mktemp("variants")
-    return {
-        "fp32": tiny_onnx,
-        "fp16": convert_fp16(tiny_onnx, out / "tiny.fp16.onnx"),
-        "int8": quantize_int8(tiny_onnx, out / "tiny.int8.onnx", synth_voc / "JPEGImages", calib_max=64),
-    }
-
-
 def test_fp32_metrics_match_sklearn_and_pytorch(tiny_onnx, synth_voc, trained_ckpt, torch_probs):
     probs, targets = torch_probs
     report = evaluate(tiny_onnx, synth_voc, split="test", reference=trained_ckpt, batch_size=5)

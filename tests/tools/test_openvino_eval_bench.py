@@ -80,6 +80,8 @@ def test_bench_openvino_rows_beside_onnx_runtime(trained_ckpt, synth_voc, tmp_pa
         assert bf16["speed"] and "bf16" in bf16["runtime"]
     else:
         assert bf16["speed"] == {} and "bf16" in bf16["note"].lower()
+        # the refusal is printed whole, under the table, and the table row points to it
+        assert f"OpenVINO bf16: {bf16['note']}" in proc.stdout and "… [1]" in proc.stdout
     e2e = report["end_to_end_openvino"]
     assert e2e["images"] > 0 and e2e["end_to_end_img_s"] > 0 and e2e["engine_only_img_s"] > 0
     assert "OpenVINO vs ORT FP32" in proc.stdout and "end to end on OpenVINO" in proc.stdout
