@@ -8,6 +8,7 @@ run in INT8 / BF16 / FP32 (from the runtime model), so CLIs print what actually 
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections import Counter
@@ -53,6 +54,15 @@ def _type_name(t) -> str:
     return t.get_type_name() if hasattr(t, "get_type_name") else str(t)
 
 
+def content_fingerprint(path: Path) -> str:
+    """A short hash of the file's bytes. OpenVINO names a cached blob by the model's path and trusts it while the
+    file's size and whole-second mtime are unchanged, and a retrained model of the same architecture has the same
+    size: re-exported within a second, or deployed with fixed file times (container layers), the cache would serve
+    the old model. One cache subfolder per content makes a hit mean the same bytes (~0.2 s for ResNet-101)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=8)).hexdigest()
+
+
 class OpenVinoRunner(BaseRunner):
     """Run an ONNX file with OpenVINO on the CPU.
 
@@ -61,7 +71,8 @@ class OpenVinoRunner(BaseRunner):
     cannot run natively is :class:`BackendUnavailable`, never an FP32 run.
     ``mode``: "latency" (one infer request) or "throughput" (OpenVINO's optimal number of requests; a batch is
     split across them and run concurrently, results in input order).
-    ``cache_dir``: OpenVINO model cache (compiled blobs); default ``$DER_OV_CACHE_DIR``, else off.
+    ``cache_dir``: OpenVINO model cache (compiled blobs, one subfolder per file content); default
+    ``$DER_OV_CACHE_DIR``, else off.
     ``threads``: INFERENCE_NUM_THREADS (default: OpenVINO's choice, all cores).
     """
 
@@ -97,7 +108,7 @@ class OpenVinoRunner(BaseRunner):
             except OSError as err:
                 raise EngineError(f"{self.cache_dir}: cannot create the OpenVINO cache folder ({err.strerror or err}); "
                                   f"choose another with {CACHE_ENV} or cache_dir=") from None
-            config["CACHE_DIR"] = str(self.cache_dir)
+            config["CACHE_DIR"] = str(self.cache_dir / f"onnx-{content_fingerprint(self.path)}")
         return config
 
     def _check_native(self, caps: list[str] | None) -> None:

@@ -171,6 +171,30 @@ def test_model_cache_is_written_then_loaded(tiny_onnx, test_batch, tmp_path, mon
         assert third.describe()["cache_dir"] is None and third.describe()["loaded_from_cache"] is False
 
 
+def test_cache_never_serves_a_replaced_model(make_tiny, tmp_path):
+    """A model replaced at the same path by one of the same size and mtime (a retrain exported within the same
+    second, or files with fixed times) must run the new weights: OpenVINO's own cache key would hit the old blob."""
+    import os
+
+    path, cache = tmp_path / "m.onnx", tmp_path / "cache"
+    old = make_tiny(path, seed=0)
+    x = np.random.default_rng(0).normal(size=(4, 3, *old.card.input_size)).astype(np.float32)
+    stamp = os.stat(path).st_mtime_ns
+    with OpenVinoRunner(path, cache_dir=cache) as r:
+        np.testing.assert_allclose(r.infer({"images": x})["logits"], old.reference(x)["logits"], atol=1e-4)
+    size = path.stat().st_size
+    new = make_tiny(path, seed=1)
+    os.utime(path, ns=(stamp, stamp))
+    assert path.stat().st_size == size and path.stat().st_mtime_ns == stamp  # what OpenVINO's key looks at
+    with OpenVinoRunner(path, cache_dir=cache) as r:
+        got = r.infer({"images": x})["logits"]
+        assert r.describe()["loaded_from_cache"] is False  # a new content: compiled, not the old blob
+    np.testing.assert_allclose(got, new.reference(x)["logits"], atol=1e-4)
+    assert np.abs(got - old.reference(x)["logits"]).max() > 1e-2
+    with OpenVinoRunner(path, cache_dir=cache) as r:  # and the new content is cached in its turn
+        assert r.describe()["loaded_from_cache"] is True
+
+
 def test_registry_and_predictor_options(tiny_onnx, tmp_path, test_batch):
     from der_deploy.runtime.predictor import Predictor
 
