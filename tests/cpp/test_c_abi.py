@@ -222,3 +222,42 @@ def test_typed_errors(lib, handle):
     assert lib.der_predict_files_typed(handle, None, 0, -1.0, 0, ctypes.byref(out), ctypes.byref(n)) == 0
     assert not out and n.value == 0
     lib.der_release_predictions(out, 0)  # NULL: a no-op
+
+
+def test_max_pixels_gives_the_clis_too_large_record(lib, tiny_onnx, synth_voc, der_infer_cpp, tmp_path):
+    """der_create's "max_pixels": an image above it is a per-file error record, worded as der-infer-cpp's
+    --max-pixels and der-infer's; an image within it is scored."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    from der_deploy.images import load_image
+
+    big = sorted((synth_voc / "JPEGImages").glob("*.jpg"))[0]
+    w, h = load_image(big).size
+    small = tmp_path / "small.png"
+    Image.new("RGB", (w // 2, h // 2), (120, 30, 200)).save(small)
+    files, limit = [big, small], w * h - 1  # one pixel over for `big`
+    handle = ctypes.c_void_p()
+    opts = json.dumps({"max_pixels": limit, "decode_threads": 0}).encode()
+    assert lib.der_create(str(tiny_onnx).encode(), opts, ctypes.byref(handle)) == 0, lib.der_last_error(None)
+    try:
+        arr = (ctypes.c_char_p * len(files))(*[str(p).encode() for p in files])
+        out = ctypes.c_void_p()
+        assert lib.der_predict_files(handle, arr, len(files), -1.0, 0, ctypes.byref(out)) == 0
+        got = json.loads(take_string(lib, out))
+    finally:
+        lib.der_destroy(handle)
+    assert got[0]["error"] == f"{big}: too large: {w}\u00d7{h} > {limit} pixels; raise --max-pixels", got[0]
+    assert "error" not in got[1] and list(got[1]["scores"]), got[1]
+    clis = {}
+    for name, exe in (("cpp", der_infer_cpp), ("py", Path(sys.executable).with_name("der-infer"))):
+        target = tmp_path / f"{name}.jsonl"
+        proc = subprocess.run([str(exe), "--engine", str(tiny_onnx), "--max-pixels", str(limit), *map(str, files),
+                               "-o", str(target)], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        clis[name] = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
+    assert got[0]["error"] == clis["cpp"][0]["error"] == clis["py"][0]["error"]
+    assert got[1]["labels"] == clis["cpp"][1]["labels"] == clis["py"][1]["labels"]

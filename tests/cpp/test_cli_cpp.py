@@ -28,7 +28,8 @@ def test_help_lists_every_option(der_infer_cpp):
     rc, out, _ = run(der_infer_cpp, "--help")
     assert rc == 0
     for opt in ("--engine", "--batch-size", "--threshold", "--top-k", "--format", "--output", "--strict",
-                "--backend", "--providers", "--threads", "--workers", "--help"):
+                "--backend", "--precision", "--mode", "--cache-dir", "--providers", "--device", "--threads",
+                "--workers", "--max-pixels", "--help"):
         assert opt in out, opt
 
 
@@ -63,12 +64,16 @@ def test_engine_and_input_errors_read_like_python(der_infer_cpp, tiny_onnx, imag
     del model.metadata_props[:]
     nocard = tmp_path / "nocard.onnx"
     onnx.save(model, str(nocard))
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(tiny_onnx.read_bytes()[:100_000])
     (tmp_path / "empty").mkdir()
     (tmp_path / "weights.pt").write_bytes(b"x")
     cases = [
         ["--engine", tmp_path / "missing.onnx", images[0]],
         ["--engine", tmp_path / "weights.pt", images[0]],
         ["--engine", nocard, images[0]],
+        ["--engine", truncated, images[0]],
+        ["--engine", truncated, "--backend", "openvino", images[0]],
         ["--engine", tiny_onnx, tmp_path / "no-such.jpg"],
         ["--engine", tiny_onnx, tmp_path / "empty"],
         ["--engine", tiny_onnx, "--backend", "trt", images[0]],
@@ -77,6 +82,19 @@ def test_engine_and_input_errors_read_like_python(der_infer_cpp, tiny_onnx, imag
         py, cpp = run(PY_INFER, *args), run(der_infer_cpp, *args)
         assert py[0] == cpp[0] == 2, (args, py, cpp)
         assert cpp[2] == py[2], args  # the same one line, word for word
+
+
+def test_device_is_a_gpu_index(der_infer_cpp, tiny_onnx, images):
+    # No GPU needed: every refusal comes before a device is opened, in one line.
+    cases = [
+        (["--device", "-1"], "error: invalid value for --device: -1 is not in the range x>=0"),
+        (["--device", "one"], "error: invalid value for --device: 'one' is not a valid integer"),
+        (["--device", "1"], f"error: {tiny_onnx}: --device 1 needs a GPU provider; add --providers cuda,cpu"),
+    ]
+    for opts, want in cases:
+        rc, out, err = run(der_infer_cpp, "--engine", tiny_onnx, *opts, images[0])
+        assert rc == 2 and out == "", err
+        assert err.splitlines() == [err.strip()] and err.startswith(want), (opts, err)
 
 
 def test_strict_and_output_file(der_infer_cpp, tiny_onnx, images, tmp_path):

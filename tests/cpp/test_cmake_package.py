@@ -30,6 +30,12 @@ def test_readme_example_builds_against_the_installed_package(cpp_build, tiny_onn
     prefix = tmp_path / "prefix"
     sh("cmake", "--install", cpp_build, "--prefix", prefix)
     assert (prefix / "include" / "der" / "der.h").is_file()
+    # The installed copies find each other (and nothing in the working directory): RUNPATH of real folders.
+    from test_exports import assert_real_runpath
+
+    assert assert_real_runpath(prefix / "lib" / "libder_runtime.so")[0] == "$ORIGIN"
+    assert assert_real_runpath(prefix / "bin" / "der-infer-cpp") == ["$ORIGIN/../lib"]
+    assert subprocess.run([prefix / "bin" / "der-infer-cpp", "--help"], capture_output=True).returncode == 0
     src = tmp_path / "consumer"
     src.mkdir()
     (src / "CMakeLists.txt").write_text(CONSUMER)

@@ -3,7 +3,9 @@
 The reference is OpenVINO's own Python API on der_deploy's preprocessed tensors (independent of both CLIs), and
 `der-infer --backend openvino` end to end: the same records, scores within 1e-5 at FP32. The FP16 and INT8 (Q/DQ)
 files der-export writes run unchanged. bf16 is checked by what this CPU has: the one-line refusal where OpenVINO
-lists no BF16 (never a silent FP32 run), else the compiled precision in the summary. Speed is never asserted.
+lists no BF16 (never a silent FP32 run), else the compiled precision in the summary. --mode throughput gives the
+records of latency mode; --cache-dir fills a cache that a second run loads with identical records. Speed is never
+asserted.
 Skips only when the C++ build lacks OpenVINO locally; in CI (CI=true) that is a failure.
 """
 from __future__ import annotations
@@ -35,8 +37,9 @@ TOL = 1e-5
 VARIANT_TOL = {"fp16": 1e-5, "int8": 1e-4}
 
 
-def run(cmd, cwd=None, timeout=600):
-    env = dict(os.environ, DER_NO_PROGRESS="1")
+def run(cmd, cwd=None, timeout=600, **env_extra):
+    env = {k: v for k, v in os.environ.items() if k != "DER_OV_CACHE_DIR"}  # a developer's cache stays out
+    env.update(DER_NO_PROGRESS="1", **env_extra)
     return subprocess.run([str(c) for c in cmd], capture_output=True, timeout=timeout, cwd=cwd, env=env)
 
 
@@ -66,9 +69,9 @@ def files(synth_voc, tmp_path_factory) -> list[Path]:
     return demo + sorted(p for p in photos.rglob("*") if p.is_file())
 
 
-def cpp_records(exe, engine, inputs, tmp_path, *opts) -> tuple[list[dict], str]:
-    out = tmp_path / "cpp.jsonl"
-    proc = run([exe, "--engine", engine, "--backend", "openvino", *inputs, *opts, "-o", out])
+def cpp_records(exe, engine, inputs, tmp_path, *opts, name="cpp", **env) -> tuple[list[dict], str]:
+    out = tmp_path / f"{name}.jsonl"
+    proc = run([exe, "--engine", engine, "--backend", "openvino", *inputs, *opts, "-o", out], **env)
     err = proc.stderr.decode("utf-8", "replace")
     assert proc.returncode == 0, err
     return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()], err
@@ -120,7 +123,8 @@ def test_fp32_scores_equal_python_openvino(cpp_ov, tiny_onnx, files, tmp_path):
     probs, card = python_openvino(tiny_onnx, files)
     compare(cpp, files, probs, card, TOL)
     summary = [ln for ln in err.splitlines() if "img/s end-to-end" in ln]
-    assert len(summary) == 1 and " img/s engine-only on OpenVINO " in summary[0] and " CPU fp32 (" in summary[0], err
+    assert len(summary) == 1 and " img/s engine-only on OpenVINO " in summary[0], err
+    assert " CPU fp32, latency, 1 request (" in summary[0], err
 
 
 @pytest.mark.parametrize("opts", [["--batch-size", "3", "--workers", "0"], ["--precision", "fp32", "--threads", "1"]],
@@ -174,7 +178,7 @@ def test_bf16_runs_natively_or_is_refused_in_one_line(cpp_ov, tiny_onnx, files, 
     err = proc.stderr.decode("utf-8", "replace")
     if cpu_has("BF16"):
         assert proc.returncode == 0, err
-        assert " CPU bf16 (" in err, err
+        assert " CPU bf16, latency, 1 request (" in err, err
         cpp = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
         probs, _ = python_openvino(tiny_onnx, files[:10])
         worst = max(abs(r["scores"][c] - float(p)) for r, row in zip(cpp, probs) for c, p in zip(r["scores"], row))
@@ -195,3 +199,82 @@ def test_precision_usage_errors(cpp_ov, tiny_onnx, files):
     proc = run([cpp_ov, "--engine", tiny_onnx, "--precision", "bf16", files[0]])
     assert proc.returncode == 2
     assert proc.stderr.decode().strip() == "error: --precision applies to --backend openvino only"
+
+
+def summary_of(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if "img/s end-to-end" in ln]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_throughput_mode_gives_the_records_of_latency_mode(cpp_ov, tiny_onnx, files, tmp_path):
+    latency, _ = cpp_records(cpp_ov, tiny_onnx, files, tmp_path, name="latency")
+    throughput, err = cpp_records(cpp_ov, tiny_onnx, files, tmp_path, "--mode", "throughput", name="throughput")
+    compiled = ov.Core().compile_model(str(tiny_onnx), "CPU", {"PERFORMANCE_HINT": "THROUGHPUT"})
+    n = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+    assert f" CPU fp32, throughput, {n} request{'s' if n != 1 else ''} (" in summary_of(err), err
+    probs, card = python_openvino(tiny_onnx, files)
+    compare(throughput, files, probs, card, TOL)
+    assert [r["path"] for r in throughput] == [r["path"] for r in latency]
+    assert [r["labels"] for r in throughput] == [r["labels"] for r in latency]
+    worst = max(abs(t["scores"][c] - s["scores"][c]) for t, s in zip(throughput, latency) for c in card.classes)
+    assert worst <= TOL, worst
+
+
+def test_cache_dir_is_filled_then_loaded_with_identical_records(cpp_ov, tiny_onnx, files, tmp_path):
+    cache = tmp_path / "ov-cache" / "nested"
+    first, err1 = cpp_records(cpp_ov, tiny_onnx, files[:20], tmp_path, "--cache-dir", cache, name="first")
+    blobs = [p for p in cache.rglob("*") if p.is_file()]  # in one subfolder per model content
+    assert blobs and ", cached" not in summary_of(err1), err1
+    second, err2 = cpp_records(cpp_ov, tiny_onnx, files[:20], tmp_path, "--cache-dir", cache, name="second")
+    assert summary_of(err2).split(" (")[0].endswith(", cached"), err2
+    assert (tmp_path / "first.jsonl").read_bytes() == (tmp_path / "second.jsonl").read_bytes()
+    assert sorted(p for p in cache.rglob("*") if p.is_file()) == sorted(blobs)  # loaded, nothing new
+    # der-infer's default, $DER_OV_CACHE_DIR, is honoured the same way
+    third, err3 = cpp_records(cpp_ov, tiny_onnx, files[:20], tmp_path, name="third", DER_OV_CACHE_DIR=str(cache))
+    assert summary_of(err3).split(" (")[0].endswith(", cached"), err3
+    assert third == first
+
+
+def test_cache_never_serves_a_replaced_model(cpp_ov, tiny_onnx, files, tmp_path):
+    """A re-export of the same size and modification time at the same path (what OpenVINO's own cache check
+    compares) is compiled afresh: its scores, not the cached model's."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(tiny_onnx))
+    bias = next(t for t in reversed(model.graph.initializer)
+                if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 1)
+    bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + np.float32(3.0), bias.name))
+    retrained = tmp_path / "retrained.onnx"
+    onnx.save(model, str(retrained))
+    assert retrained.stat().st_size == tiny_onnx.stat().st_size
+    engine, cache = tmp_path / "der.onnx", tmp_path / "cache"
+    engine.write_bytes(tiny_onnx.read_bytes())
+    stamp = engine.stat()
+    cpp_records(cpp_ov, engine, files[:5], tmp_path, "--cache-dir", cache, name="old")
+    engine.write_bytes(retrained.read_bytes())
+    os.utime(engine, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    new, err = cpp_records(cpp_ov, engine, files[:5], tmp_path, "--cache-dir", cache, name="new")
+    assert ", cached" not in summary_of(err), err
+    probs, card = python_openvino(retrained, files[:5])
+    compare(new, files[:5], probs, card, TOL)
+
+
+def test_mode_and_cache_dir_errors_are_one_line(cpp_ov, tiny_onnx, files, tmp_path):
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("x")
+    cases = [
+        (["--backend", "openvino", "--mode", "fast"],
+         "error: invalid value for --mode: 'fast' is not one of 'latency', 'throughput'"),
+        (["--mode", "throughput"], "error: --mode applies to --backend openvino only"),
+        (["--cache-dir", tmp_path / "c"], "error: --cache-dir applies to --backend openvino only"),
+        (["--backend", "openvino", "--cache-dir", a_file],
+         f"error: {a_file}: cannot create the OpenVINO cache folder ("),
+        (["--backend", "openvino", "--device", "1"], f"error: {tiny_onnx}: --device applies to GPUs"),
+    ]
+    for opts, want in cases:
+        proc = run([cpp_ov, "--engine", tiny_onnx, *opts, files[0]])
+        err = proc.stderr.decode()
+        assert proc.returncode == 2 and proc.stdout == b"", (opts, err)
+        assert err.splitlines() == [err.strip()] and err.startswith(want), (opts, err)

@@ -4,6 +4,8 @@ Public = the C functions declared in der.h plus what include/der/*.hpp marks DER
 typeinfo and vtable; functions). Everything else -- der::detail, der::trt, the runners, the thread pool,
 members marked DER_LOCAL, ONNX Runtime, nlohmann::json and libstdc++ instantiations -- must stay hidden, and
 every declared public name must really be exported (a missing DER_API breaks callers at link time).
+The library and der-infer-cpp carry a RUNPATH of real folders only: an empty entry (CMake's padding for its
+install-time rewrite) makes the loader search the working directory.
 """
 from __future__ import annotations
 
@@ -135,3 +137,43 @@ def test_the_check_can_fail():
     ]
     assert leaks(["der_create", "der::Predictor::predict(der::Image const&, der::Rule const&) const",
                   "typeinfo for der::ImageError", "der::path_text(std::string const&)"]) == []
+
+
+def runpath(binary: Path) -> list[str]:
+    """DT_RUNPATH (or DT_RPATH) entries of an ELF file, as written ($ORIGIN unexpanded); [] when it has none."""
+    if shutil.which("readelf") is None:
+        pytest.skip("readelf (binutils) is not installed")
+    out = subprocess.run(["readelf", "-d", str(binary)], capture_output=True, text=True, check=True).stdout
+    found = re.findall(r"\((?:RUNPATH|RPATH)\)\s+Library r(?:un)?path: \[(.*)\]", out)
+    assert len(found) <= 1, out
+    return found[0].split(":") if found else []
+
+
+def assert_real_runpath(binary: Path) -> list[str]:
+    entries = runpath(binary)
+    assert entries, f"{binary} has no RUNPATH"
+    assert "" not in entries, f"{binary}: empty RUNPATH entries (the working directory): {':'.join(entries)}"
+    for entry in entries:
+        folder = Path(entry.replace("$ORIGIN", str(binary.resolve().parent)))
+        assert folder.is_dir(), f"{binary}: RUNPATH entry {entry} is not a folder"
+    return entries
+
+
+def test_runpath_lists_only_real_folders(cpp_build):
+    lib = assert_real_runpath(cpp_build / "libder_runtime.so")
+    assert lib[0] == "$ORIGIN"  # then ONNX Runtime's and OpenVINO's folders
+    assert assert_real_runpath(cpp_build / "der-infer-cpp") == ["$ORIGIN"]  # libder_runtime.so beside it
+
+
+def test_the_runpath_check_can_fail(tmp_path):
+    # What the build used to write: real entries, then CMake's ':' padding.
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler to build a padded library")
+    (tmp_path / "x.c").write_text("int x(void) { return 1; }\n")
+    padded = tmp_path / "libpadded.so"
+    subprocess.run([compiler, "-shared", "-fPIC", "-o", padded, tmp_path / "x.c", f"-Wl,-rpath,{tmp_path}::::",
+                    "-Wl,--enable-new-dtags"], check=True)
+    assert runpath(padded) == [str(tmp_path), "", "", "", ""]
+    with pytest.raises(AssertionError, match="empty RUNPATH entries"):
+        assert_real_runpath(padded)

@@ -2,6 +2,7 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <optional>
@@ -37,7 +38,13 @@ const char* kHelp =
     "  --precision [fp32|bf16|fp16]\n"
     "                             OpenVINO inference precision (default fp32); one this CPU lacks natively is an\n"
     "                             error, never a silent FP32 run.\n"
+    "  --mode [latency|throughput]\n"
+    "                             OpenVINO performance hint: latency (one infer request) or throughput (each batch\n"
+    "                             split over OpenVINO's optimal number of requests, run at once).  [default: latency]\n"
+    "  --cache-dir DIR            OpenVINO compiled-model cache (created if missing): later opens load the compiled\n"
+    "                             model instead of compiling it.  [default: $DER_OV_CACHE_DIR, else none]\n"
     "  --providers LIST           ONNX Runtime providers in priority order: cpu or cuda,cpu (default cpu).\n"
+    "  --device N                 GPU index for TensorRT and ONNX Runtime's CUDA provider.  [default: 0]\n"
     "  --threads N                ONNX Runtime intra-op / OpenVINO inference threads (default: the runtime's).\n"
     "  --workers N                Decode threads (default: up to 4; 0 decodes inline).\n"
     "  --max-pixels N             Refuse (error record) images above N decoded pixels, from their header; 0: only\n"
@@ -61,6 +68,9 @@ struct Args {
   bool strict = false;
   std::string backend = "auto";
   std::string precision;  // "" = fp32 (OpenVINO only)
+  std::string mode = "latency";          // OpenVINO only
+  std::optional<std::string> cache_dir;  // OpenVINO only; unset: $DER_OV_CACHE_DIR as der-infer
+  int device = 0;
   std::optional<std::string> providers;
   int threads = 0;
   int workers = -1;
@@ -79,7 +89,7 @@ long parse_int(const std::string& opt, const std::string& text, long lo) {
 
 Args parse(int argc, char** argv) {
   Args a;
-  bool have_engine = false, options_done = false;
+  bool have_engine = false, options_done = false, mode_given = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (options_done || arg.size() < 2 || arg[0] != '-') {
@@ -138,6 +148,15 @@ Args parse(int argc, char** argv) {
       a.precision = need();
       if (a.precision != "fp32" && a.precision != "bf16" && a.precision != "fp16")
         throw UsageError{"invalid value for --precision: '" + a.precision + "' is not one of 'fp32', 'bf16', 'fp16'"};
+    } else if (name == "--mode") {
+      a.mode = need();
+      if (a.mode != "latency" && a.mode != "throughput")
+        throw UsageError{"invalid value for --mode: '" + a.mode + "' is not one of 'latency', 'throughput'"};
+      mode_given = true;
+    } else if (name == "--cache-dir") {
+      a.cache_dir = need();
+    } else if (name == "--device") {
+      a.device = static_cast<int>(parse_int(name, need(), 0));
     } else if (name == "--providers") {
       a.providers = need();
     } else if (name == "--threads") {
@@ -155,6 +174,12 @@ Args parse(int argc, char** argv) {
   if (a.threshold && a.top_k) throw UsageError{"--threshold and --top-k are mutually exclusive; give one of them"};
   if (!a.precision.empty() && a.backend != "openvino")
     throw UsageError{"--precision applies to --backend openvino only"};
+  if (mode_given && a.backend != "openvino") throw UsageError{"--mode applies to --backend openvino only"};
+  if (a.cache_dir && a.backend != "openvino") throw UsageError{"--cache-dir applies to --backend openvino only"};
+  if (!a.cache_dir && a.backend == "openvino") {
+    const char* env = std::getenv("DER_OV_CACHE_DIR");  // der-infer's default (backends/openvino/runner.py)
+    if (env && *env) a.cache_dir = env;
+  }
   return a;
 }
 
@@ -196,6 +221,9 @@ int run(const Args& a) {
   der::Options opts;
   opts.backend = a.backend;
   opts.precision = a.precision;
+  opts.mode = a.mode;
+  opts.cache_dir = a.cache_dir.value_or("");
+  opts.device = a.device;
   if (a.providers) opts.providers = split(*a.providers, ',');
   opts.intra_op_threads = a.threads;
   opts.batch_size = a.batch_size;

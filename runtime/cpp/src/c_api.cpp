@@ -1,6 +1,8 @@
 // The C ABI of der.h over der::Predictor: exceptions become status codes plus a per-handle message.
 #include "der/der.h"
 
+#include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -27,6 +29,11 @@ namespace {
 
 thread_local std::string create_error;  // der_last_error(NULL): failures of der_create in this thread
 
+// An option of the wrong JSON type: DER_ERROR_INVALID_ARGUMENT, like malformed JSON (the caller's bug, not a value).
+struct BadOptionType : der::Error {
+  using der::Error::Error;
+};
+
 void set_error(der_predictor* h, const std::string& msg) {
   if (!h) {
     create_error = msg;
@@ -41,6 +48,9 @@ int guarded(der_predictor* h, F&& fn) {
   try {
     fn();
     return DER_OK;
+  } catch (const BadOptionType& e) {
+    set_error(h, e.what());
+    return DER_ERROR_INVALID_ARGUMENT;
   } catch (const der::CardError& e) {
     set_error(h, e.what());
     return DER_ERROR_CARD;
@@ -135,6 +145,44 @@ der_prediction* pack(const der_predictor& h, const std::vector<der::Prediction>&
   return records;
 }
 
+// der_create's options_json -> der::Options; a key that is unknown or of the wrong type is one line naming it.
+der::Options options_from_json(const char* text) {
+  der::Options opts;
+  if (!text || !*text) return opts;
+  const auto j = nlohmann::json::parse(text);
+  if (!j.is_object()) throw der::Error("der_create: options must be a JSON object");
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& k = it.key();
+    const auto& v = *it;
+    auto want = [&](bool ok, const char* what) {
+      if (!ok) throw BadOptionType("der_create: option '" + k + "' must be " + what + ", got " + v.dump());
+    };
+    auto text_value = [&] { want(v.is_string(), "a string"); return v.get<std::string>(); };
+    auto int_value = [&] {
+      want(v.is_number_integer() && v.get<long long>() >= INT_MIN && v.get<long long>() <= INT_MAX, "an integer");
+      return v.get<int>();
+    };
+    if (k == "backend") opts.backend = text_value();
+    else if (k == "precision") opts.precision = text_value();
+    else if (k == "mode") opts.mode = text_value();
+    else if (k == "cache_dir") opts.cache_dir = text_value();
+    else if (k == "device") opts.device = int_value();
+    else if (k == "providers") {
+      want(v.is_string() || (v.is_array() && std::all_of(v.begin(), v.end(), [](const auto& e) { return e.is_string(); })),
+           "a string or a list of strings");
+      opts.providers = v.is_string() ? std::vector<std::string>{v.get<std::string>()} : v.get<std::vector<std::string>>();
+    } else if (k == "intra_op_threads") opts.intra_op_threads = int_value();
+    else if (k == "batch_size") opts.batch_size = int_value();
+    else if (k == "decode_threads") opts.decode_threads = int_value();
+    else if (k == "max_pixels") {
+      want(v.is_number_integer(), "an integer");
+      opts.max_pixels = v.get<long long>();
+    } else throw der::Error("der_create: unknown option '" + k + "'; use backend, precision, mode, cache_dir, device, "
+                            "providers, intra_op_threads, batch_size, decode_threads, max_pixels");
+  }
+  return opts;
+}
+
 #define DER_REQUIRE(cond, h, msg)                   \
   do {                                              \
     if (!(cond)) {                                  \
@@ -153,24 +201,7 @@ int der_create(const char* engine_path, const char* options_json, der_predictor*
   DER_REQUIRE(engine_path && out, nullptr, "der_create: engine_path and out must not be NULL");
   *out = nullptr;
   return guarded(nullptr, [&] {
-    der::Options opts;
-    if (options_json && *options_json) {
-      const auto j = nlohmann::json::parse(options_json);
-      if (!j.is_object()) throw der::Error("der_create: options must be a JSON object");
-      for (auto it = j.begin(); it != j.end(); ++it) {
-        const std::string& k = it.key();
-        if (k == "backend") opts.backend = it->get<std::string>();
-        else if (k == "precision") opts.precision = it->get<std::string>();
-        else if (k == "providers") opts.providers = it->is_string() ? std::vector<std::string>{it->get<std::string>()}
-                                                                   : it->get<std::vector<std::string>>();
-        else if (k == "intra_op_threads") opts.intra_op_threads = it->get<int>();
-        else if (k == "batch_size") opts.batch_size = it->get<int>();
-        else if (k == "decode_threads") opts.decode_threads = it->get<int>();
-        else throw der::Error("der_create: unknown option '" + k +
-                              "'; use backend, precision, providers, intra_op_threads, batch_size, "
-                              "decode_threads");
-      }
-    }
+    const der::Options opts = options_from_json(options_json);
     auto h = std::make_unique<der_predictor>();
     h->predictor = std::make_unique<der::Predictor>(engine_path, opts);
     const auto& classes = h->predictor->card().classes;

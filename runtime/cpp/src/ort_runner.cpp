@@ -1,11 +1,11 @@
 // ONNX Runtime runner through the official C++ API (onnxruntime_cxx_api.h), like runtime/onnxrt.py:
-// explicit providers, never a silent downgrade; the card from metadata_props["der_deploy.card"].
+// explicit providers, never a silent downgrade; the card from metadata_props["der_deploy.card"] (onnx_file.hpp).
 #include <algorithm>
 #include <cstring>
 
 #include <onnxruntime_cxx_api.h>
 
-#include "der/runner.hpp"
+#include "onnx_file.hpp"
 
 namespace der {
 namespace {
@@ -33,10 +33,10 @@ std::string provider_name(const std::string& raw) {
                            "(CPUExecutionProvider, CUDAExecutionProvider)");
 }
 
-class OrtRunner final : public Runner {
+class OrtRunner final : public OnnxFileRunner {
  public:
-  OrtRunner(std::string path, const std::vector<std::string>& providers, int threads)
-      : Runner("onnxrt:" + path), path_(std::move(path)), threads_(threads) {
+  OrtRunner(std::string path, const std::vector<std::string>& providers, int threads, int device)
+      : OnnxFileRunner("onnxrt:", std::move(path)), threads_(threads), device_(device) {
     for (const auto& p : providers) {
       if (p.find_first_not_of(" \t") == std::string::npos) continue;
       std::string name = provider_name(p);
@@ -45,17 +45,9 @@ class OrtRunner final : public Runner {
     if (requested_.empty()) throw BackendUnavailable("no execution provider given; use e.g. --providers cpu");
   }
 
-  std::vector<TensorInfo> inputs() const override { return inputs_; }
-  std::vector<TensorInfo> outputs() const override { return outputs_; }
-  std::size_t max_batch() const override {
-    return !inputs_.empty() && !inputs_[0].shape.empty() && inputs_[0].shape[0] > 0
-               ? static_cast<std::size_t>(inputs_[0].shape[0]) : 0;
-  }
-  std::size_t min_batch() const override { return max_batch() ? max_batch() : 1; }
-  Card card() const override { return card_; }
-
  protected:
   void activate_impl() override {
+    load_card();  // a corrupt file or a missing card: one line before ONNX Runtime parses the graph
     const std::vector<std::string> available = Ort::GetAvailableProviders();
     for (const auto& name : requested_) {
       if (std::find(available.begin(), available.end(), name) == available.end()) {
@@ -72,6 +64,7 @@ class OrtRunner final : public Runner {
     try {
       if (std::find(requested_.begin(), requested_.end(), "CUDAExecutionProvider") != requested_.end()) {
         OrtCUDAProviderOptions cuda{};
+        cuda.device_id = device_;
         opts.AppendExecutionProvider_CUDA(cuda);
       }
     } catch (const Ort::Exception& err) {
@@ -85,27 +78,14 @@ class OrtRunner final : public Runner {
       throw EngineError(path_ + ": cannot load ONNX model (" + first_line(err.what()) + "); re-export it with der-export");
     }
     Ort::AllocatorWithDefaultOptions alloc;
-    Ort::ModelMetadata meta = session_->GetModelMetadata();
-    Ort::AllocatedStringPtr text = meta.LookupCustomMetadataMapAllocated(kOnnxCardKey, alloc);
-    if (!text) throw EngineError(path_ + " has no der-deploy model card; export it with der-export");
-    try {
-      card_ = Card::from_json(text.get());
-    } catch (const CardError& err) {
-      throw EngineError(path_ + ": bad model card (" + err.what() + "); re-export it with der-export");
-    }
-    inputs_.clear();
-    outputs_.clear();
-    for (std::size_t i = 0; i < session_->GetInputCount(); ++i)
-      inputs_.push_back(info(session_->GetInputNameAllocated(i, alloc).get(), session_->GetInputTypeInfo(i)));
-    for (std::size_t i = 0; i < session_->GetOutputCount(); ++i)
-      outputs_.push_back(info(session_->GetOutputNameAllocated(i, alloc).get(), session_->GetOutputTypeInfo(i)));
     for (std::size_t i = 0; i < session_->GetInputCount(); ++i) {
-      auto type = session_->GetInputTypeInfo(i);
-      if (type.GetONNXType() != ONNX_TYPE_TENSOR ||
-          type.GetTensorTypeAndShapeInfo().GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
-        throw EngineError(path_ + ": input '" + inputs_[i].name + "' is not a float32 tensor; export the model with der-export");
+      const Ort::TypeInfo type = session_->GetInputTypeInfo(i);
+      const bool is_float = type.GetONNXType() == ONNX_TYPE_TENSOR &&
+                            type.GetTensorTypeAndShapeInfo().GetElementType() == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+      add_input(info(session_->GetInputNameAllocated(i, alloc).get(), type), is_float);
     }
-    hw_ = static_cast<std::size_t>(card_.height) * static_cast<std::size_t>(card_.width);
+    for (std::size_t i = 0; i < session_->GetOutputCount(); ++i)
+      add_output(info(session_->GetOutputNameAllocated(i, alloc).get(), session_->GetOutputTypeInfo(i)));
   }
 
   void deactivate_impl() override { session_.reset(); }
@@ -114,8 +94,8 @@ class OrtRunner final : public Runner {
   std::vector<float> infer_impl(const float* nchw, std::size_t n, const std::string& output) const override {
     const std::int64_t shape[4] = {static_cast<std::int64_t>(n), 3, card_.height, card_.width};
     Ort::MemoryInfo mem = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
-    Ort::Value input = Ort::Value::CreateTensor<float>(mem, const_cast<float*>(nchw), n * 3 * hw_, shape, 4);
-    const char* in_names[] = {inputs_[0].name.c_str()};
+    Ort::Value input = Ort::Value::CreateTensor<float>(mem, const_cast<float*>(nchw), n * image_floats(), shape, 4);
+    const char* in_names[] = {input_name().c_str()};
     const char* out_names[] = {output.c_str()};
     std::vector<Ort::Value> out;
     try {
@@ -137,20 +117,17 @@ class OrtRunner final : public Runner {
     return t;
   }
 
-  std::string path_;
   int threads_;
+  int device_;
   std::vector<std::string> requested_;
   std::unique_ptr<Ort::Session> session_;
-  Card card_;
-  std::vector<TensorInfo> inputs_, outputs_;
-  std::size_t hw_ = 0;
 };
 
 }  // namespace
 
 std::unique_ptr<Runner> make_ort_runner(const std::string& onnx_path, const std::vector<std::string>& providers,
-                                        int intra_op_threads) {
-  return std::make_unique<OrtRunner>(onnx_path, providers, intra_op_threads);
+                                        int intra_op_threads, int device) {
+  return std::make_unique<OrtRunner>(onnx_path, providers, intra_op_threads, device);
 }
 
 }  // namespace der

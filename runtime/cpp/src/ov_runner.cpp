@@ -1,14 +1,18 @@
-// OpenVINO runner (compiled only with DER_WITH_OPENVINO) through the OpenVINO 2.0 C++ API: ov::Core reads the
-// same .onnx der-export writes (FP32, FP16 weights, INT8 Q/DQ), compiles it for the CPU with an explicit inference
-// precision and reads that precision back; the card comes from the ONNX metadata_props, which OpenVINO's ONNX
-// frontend keeps in the model's rt_info under "framework". A precision the CPU lacks natively, or one the compiled
-// model does not confirm, is BackendUnavailable: never a silent FP32 run.
+// OpenVINO runner (compiled only with DER_WITH_OPENVINO) through the OpenVINO 2.0 C++ API, like
+// backends/openvino/runner.py: ov::Core compiles the same .onnx der-export writes (FP32, FP16 weights, INT8 Q/DQ)
+// for the CPU with an explicit inference precision and performance hint and reads both back; the card comes from
+// the file's metadata_props (onnx_file.hpp), so a cache hit never reads the graph. A precision the CPU lacks
+// natively, or one the compiled model does not confirm, is BackendUnavailable: never a silent FP32 run.
 #include <algorithm>
+#include <cctype>
+#include <filesystem>
 #include <mutex>
+#include <sstream>
+#include <system_error>
 
 #include <openvino/openvino.hpp>
 
-#include "der/runner.hpp"
+#include "onnx_file.hpp"
 
 namespace der {
 namespace {
@@ -69,6 +73,20 @@ std::string version_number() {  // "2026.4" from "2026.4.1-22982-e213a147257-rel
   return minor_end == std::string::npos ? release : release.substr(0, minor_end);
 }
 
+ov::hint::PerformanceMode mode_of(const std::string& name) {
+  if (name == "latency") return ov::hint::PerformanceMode::LATENCY;
+  if (name == "throughput") return ov::hint::PerformanceMode::THROUGHPUT;
+  throw Error("unknown OpenVINO mode '" + name + "'; use latency or throughput (with --backend openvino)");
+}
+
+std::string lower(const ov::hint::PerformanceMode& mode) {  // "throughput", from OpenVINO's "THROUGHPUT"
+  std::ostringstream os;
+  os << mode;
+  std::string s = os.str();
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
 TensorInfo info(const ov::Output<const ov::Node>& port) {
   TensorInfo t;
   const auto& names = port.get_names();
@@ -79,19 +97,12 @@ TensorInfo info(const ov::Output<const ov::Node>& port) {
   return t;
 }
 
-class OvRunner final : public Runner {
+class OvRunner final : public OnnxFileRunner {
  public:
-  OvRunner(std::string path, const std::string& precision, int threads)
-      : Runner("openvino:" + path), path_(std::move(path)), want_(precision_of(precision)), threads_(threads) {}
+  OvRunner(std::string path, const std::string& precision, int threads, const std::string& mode, std::string cache)
+      : OnnxFileRunner("openvino:", std::move(path)), want_(precision_of(precision)), threads_(threads),
+        mode_(mode_of(mode)), cache_dir_(std::move(cache)) {}
 
-  std::vector<TensorInfo> inputs() const override { return inputs_; }
-  std::vector<TensorInfo> outputs() const override { return outputs_; }
-  std::size_t max_batch() const override {
-    return !inputs_.empty() && !inputs_[0].shape.empty() && inputs_[0].shape[0] > 0
-               ? static_cast<std::size_t>(inputs_[0].shape[0]) : 0;
-  }
-  std::size_t min_batch() const override { return max_batch() ? max_batch() : 1; }
-  Card card() const override { return card_; }
   std::string description() const override { return description_; }
 
  protected:
@@ -109,32 +120,84 @@ class OvRunner final : public Runner {
 
   void deactivate_impl() override { release(); }
 
-  // An InferRequest is not thread-safe: each call borrows an idle one (or makes one), so concurrent calls run
-  // concurrently, as ONNX Runtime's Session::Run does.
+  // An InferRequest is not thread-safe: each call borrows idle ones (or makes more), so concurrent calls run
+  // concurrently, as ONNX Runtime's Session::Run does. Throughput mode splits the batch into contiguous parts,
+  // one per request, run at once and joined in order (a fixed batch dimension is never split).
   std::vector<float> infer_impl(const float* nchw, std::size_t n, const std::string& output) const override {
-    ov::InferRequest request = borrow();
-    struct Return {
-      const OvRunner& self;
-      ov::InferRequest& request;
-      ~Return() { self.give_back(std::move(request)); }
-    } on_exit{*this, request};
-    ov::Tensor out;
+    const bool split = mode_ == ov::hint::PerformanceMode::THROUGHPUT && max_batch() == 0;
+    Lease lease(*this, split ? std::min(requests_, n) : 1);
+    std::vector<ov::InferRequest>& reqs = lease.requests;
+    const std::size_t parts = reqs.size();
+    std::vector<float> out;
     try {
-      const ov::Shape shape{n, 3, static_cast<std::size_t>(card_.height), static_cast<std::size_t>(card_.width)};
-      request.set_input_tensor(ov::Tensor(ov::element::f32, shape, const_cast<float*>(nchw)));
-      request.infer();
-      out = request.get_tensor(output);
+      for (std::size_t i = 0; i < parts; ++i) {
+        const std::size_t lo = i * n / parts, hi = (i + 1) * n / parts;
+        const ov::Shape shape{hi - lo, 3, static_cast<std::size_t>(card_.height),
+                              static_cast<std::size_t>(card_.width)};
+        reqs[i].set_input_tensor(ov::Tensor(ov::element::f32, shape, const_cast<float*>(nchw) + lo * image_floats()));
+      }
+      if (parts == 1) {
+        reqs[0].infer();
+      } else {
+        run_concurrently(reqs);
+      }
+      for (auto& request : reqs) {
+        const ov::Tensor t = request.get_tensor(output);
+        if (t.get_element_type() != ov::element::f32)
+          throw EngineError(path_ + ": output '" + output + "' is not float32; export the model with der-export");
+        const float* data = t.data<const float>();
+        out.insert(out.end(), data, data + t.get_size());  // copied out: the next call reuses the buffers
+      }
     } catch (const ov::Exception& err) {
       throw EngineError(path_ + ": OpenVINO inference failed (" + reason(err) + ")");
     }
-    if (out.get_element_type() != ov::element::f32)
-      throw EngineError(path_ + ": output '" + output + "' is not float32; export the model with der-export");
-    const float* data = out.data<const float>();
-    return std::vector<float>(data, data + out.get_size());
+    return out;
   }
 
  private:
+  // Requests borrowed for one call, given back when it ends (each one waited for, so none is still busy).
+  struct Lease {
+    Lease(const OvRunner& runner, std::size_t count) : self(runner) {
+      {
+        std::lock_guard<std::mutex> lock(self.mutex_);
+        while (requests.size() < count && !self.idle_.empty()) {
+          requests.push_back(std::move(self.idle_.back()));
+          self.idle_.pop_back();
+        }
+      }
+      while (requests.size() < count) requests.push_back(self.create_request());
+    }
+    ~Lease() {
+      try {
+        std::lock_guard<std::mutex> lock(self.mutex_);
+        for (auto& r : requests) self.idle_.push_back(std::move(r));
+      } catch (...) {  // a request we cannot keep is simply released
+      }
+    }
+    const OvRunner& self;
+    std::vector<ov::InferRequest> requests;
+  };
+
+  static void run_concurrently(std::vector<ov::InferRequest>& reqs) {
+    std::exception_ptr failure;
+    std::size_t started = 0;
+    try {
+      for (; started < reqs.size(); ++started) reqs[started].start_async();
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    for (std::size_t i = 0; i < started; ++i) {  // every started request is waited for, even after a failure
+      try {
+        reqs[i].wait();
+      } catch (...) {
+        if (!failure) failure = std::current_exception();
+      }
+    }
+    if (failure) std::rethrow_exception(failure);
+  }
+
   void activate_checked() {
+    load_card();  // a corrupt file or a missing card: one line before OpenVINO probes its frontends
     core_ = std::make_unique<ov::Core>();
     // Refuse before compiling: the CPU plugin would quietly run FP32 for a precision it cannot do natively.
     const auto caps = core_->get_property(kDevice, ov::device::capabilities);
@@ -142,68 +205,50 @@ class OvRunner final : public Runner {
       throw BackendUnavailable(path_ + ": this CPU has no native " + want_.name + " (OpenVINO CPU capabilities: " +
                                join(caps) + "); use --precision fp32, or a CPU with " +
                                (want_.type == ov::element::bf16 ? "AMX or AVX512_BF16" : "AMX-FP16 or AVX512_FP16"));
-    std::shared_ptr<ov::Model> model;
-    try {
-      model = core_->read_model(path_);
-    } catch (const ov::Exception& err) {
-      throw EngineError(path_ + ": cannot load ONNX model (" + reason(err) + "); re-export it with der-export");
-    }
-    if (!model->has_rt_info("framework", kOnnxCardKey))
-      throw EngineError(path_ + " has no der-deploy model card; export it with der-export");
-    try {
-      card_ = Card::from_json(model->get_rt_info<std::string>("framework", kOnnxCardKey));
-    } catch (const CardError& err) {
-      throw EngineError(path_ + ": bad model card (" + err.what() + "); re-export it with der-export");
-    }
-    inputs_.clear();
-    outputs_.clear();
-    const std::shared_ptr<const ov::Model> cmodel = model;
-    for (const auto& port : cmodel->inputs()) {
-      inputs_.push_back(info(port));
-      if (port.get_element_type() != ov::element::f32)
-        throw EngineError(path_ + ": input '" + inputs_.back().name + "' is not a float32 tensor; export the model "
-                          "with der-export");
-    }
-    for (const auto& port : cmodel->outputs()) outputs_.push_back(info(port));
-
-    ov::AnyMap config{ov::hint::inference_precision(want_.type),
-                      ov::hint::performance_mode(ov::hint::PerformanceMode::LATENCY)};
+    ov::AnyMap config{ov::hint::inference_precision(want_.type), ov::hint::performance_mode(mode_)};
     if (threads_ > 0) config.emplace(ov::inference_num_threads(threads_));
-    try {
-      compiled_ = core_->compile_model(model, kDevice, config);
-    } catch (const ov::Exception& err) {
-      throw EngineError(path_ + ": OpenVINO cannot compile the model for the CPU (" + reason(err) + ")");
+    if (!cache_dir_.empty()) {
+      // One subfolder per file content: OpenVINO keys a blob by path and trusts it while size and mtime (whole
+      // seconds) match, so a same-size re-export within a second, or under normalised mtimes (container layers,
+      // Nix, Bazel), would silently load the old model.
+      const std::filesystem::path folder = std::filesystem::path(cache_dir_) / ("onnx-" + content_fingerprint(path_));
+      std::error_code ec;
+      std::filesystem::create_directories(folder, ec);
+      if (ec)
+        throw EngineError(cache_dir_ + ": cannot create the OpenVINO cache folder (" + ec.message() +
+                          "); choose another with --cache-dir");
+      config.emplace(ov::cache_dir(folder.string()));
     }
+    try {
+      // From the path, not a read ov::Model: with a cache, a hit then skips reading the ONNX file (OpenVINO's advice).
+      compiled_ = core_->compile_model(path_, kDevice, config);
+    } catch (const ov::Exception& err) {
+      throw EngineError(path_ + ": OpenVINO cannot compile it (" + reason(err) + "); re-export it with der-export "
+                        "or run it with --backend ort");
+    }
+    for (const auto& port : compiled_.inputs()) add_input(info(port), port.get_element_type() == ov::element::f32);
+    for (const auto& port : compiled_.outputs()) add_output(info(port));
     // What will run, as the compiled model reports it; anything but the requested precision is refused.
     const ov::element::Type got = compiled_.get_property(ov::hint::inference_precision);
     if (got != want_.type)
       throw BackendUnavailable(path_ + ": OpenVINO compiled the model for " + precision_name(got) + " instead of the "
                                "requested " + want_.name + "; refusing to run at another precision");
-    const auto devices = compiled_.get_property(ov::execution_devices);
-    description_ = "OpenVINO " + version_number() + " " + join(devices, "+") + " " + precision_name(got);  // as der-infer
+    const ov::hint::PerformanceMode hint = compiled_.get_property(ov::hint::performance_mode);
+    requests_ = hint == ov::hint::PerformanceMode::LATENCY
+                    ? 1 : std::max<std::size_t>(1, compiled_.get_property(ov::optimal_number_of_infer_requests));
+    for (std::size_t i = 0; i < requests_; ++i) idle_.push_back(create_request());
+    const bool cached = !cache_dir_.empty() && compiled_.get_property(ov::loaded_from_cache);
+    // As der-infer prints it, plus the hint read back: "OpenVINO 2026.4 CPU fp32, throughput, 2 requests".
+    description_ = "OpenVINO " + version_number() + " " + join(compiled_.get_property(ov::execution_devices), "+") +
+                   " " + precision_name(got) + ", " + lower(hint) + ", " + std::to_string(requests_) +
+                   (requests_ == 1 ? " request" : " requests") + (cached ? ", cached" : "");
   }
 
-  ov::InferRequest borrow() const {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (!idle_.empty()) {
-        ov::InferRequest request = std::move(idle_.back());
-        idle_.pop_back();
-        return request;
-      }
-    }
+  ov::InferRequest create_request() const {
     try {
       return compiled_.create_infer_request();  // thread-safe on a CompiledModel
     } catch (const ov::Exception& err) {
       throw EngineError(path_ + ": OpenVINO could not create an infer request (" + reason(err) + ")");
-    }
-  }
-
-  void give_back(ov::InferRequest&& request) const noexcept {
-    try {
-      std::lock_guard<std::mutex> lock(mutex_);
-      idle_.push_back(std::move(request));
-    } catch (...) {  // a request we cannot keep is simply released
     }
   }
 
@@ -213,13 +258,13 @@ class OvRunner final : public Runner {
     core_.reset();
   }
 
-  std::string path_;
   Precision want_;
   int threads_;
+  ov::hint::PerformanceMode mode_;
+  std::string cache_dir_;
   std::unique_ptr<ov::Core> core_;
   mutable ov::CompiledModel compiled_;  // create_infer_request() is non-const (and thread-safe)
-  Card card_;
-  std::vector<TensorInfo> inputs_, outputs_;
+  std::size_t requests_ = 1;            // 1, or OPTIMAL_NUMBER_OF_INFER_REQUESTS in throughput mode
   std::string description_;
   mutable std::mutex mutex_;
   mutable std::vector<ov::InferRequest> idle_;
@@ -230,8 +275,8 @@ class OvRunner final : public Runner {
 bool has_openvino() { return true; }
 
 std::unique_ptr<Runner> make_ov_runner(const std::string& onnx_path, const std::string& precision,
-                                       int inference_threads) {
-  return std::make_unique<OvRunner>(onnx_path, precision, inference_threads);
+                                       int inference_threads, const std::string& mode, const std::string& cache_dir) {
+  return std::make_unique<OvRunner>(onnx_path, precision, inference_threads, mode, cache_dir);
 }
 
 }  // namespace der

@@ -85,11 +85,9 @@ Predictor::Predictor(const std::string& engine_path, const Options& options) : p
     throw Error("batch_size must be >= 1, got " + std::to_string(options_.batch_size));
   if (options_.max_pixels < 0)
     throw Error("max_pixels must be >= 0 (0: no limit), got " + std::to_string(options_.max_pixels));
-  const bool providers_given = !(options_.providers.size() == 1 && options_.providers[0] == "cpu");
   // As Python's read_card: a plan's sidecar is read (and validated) before any backend is asked for.
   if (engine_kind(path_) == "tensorrt" && options_.backend != "ort") read_sidecar(path_);
-  runner_ = open_runner(path_, options_.backend, options_.providers, providers_given, options_.intra_op_threads,
-                        options_.precision);
+  runner_ = open_runner(path_, options_);
   runner_->activate();
   card_ = runner_->card();
   // _check_io of the Python Predictor: one input "images" (N, 3, H, W) and a "scores" or "logits" output.

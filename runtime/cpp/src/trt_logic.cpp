@@ -10,12 +10,6 @@
 
 namespace der {
 
-#ifndef DER_WITH_TENSORRT
-std::unique_ptr<Runner> make_trt_runner(const std::string& plan_path, int /*device*/) {
-  return make_trt_runner(plan_path);  // runner.cpp's BackendUnavailable
-}
-#endif
-
 namespace trt {
 namespace {
 

@@ -15,10 +15,6 @@
 
 namespace der {
 
-// make_trt_runner on CUDA device `device` (runner.hpp's overload runs on device 0). Without DER_WITH_TENSORRT
-// it throws BackendUnavailable like the one-argument form.
-std::unique_ptr<Runner> make_trt_runner(const std::string& plan_path, int device);
-
 namespace trt {
 
 using Shape = std::vector<std::int64_t>;  // -1 for a dynamic dimension, as nvinfer1::Dims

@@ -260,6 +260,4 @@ std::unique_ptr<Runner> make_trt_runner(const std::string& plan_path, int device
   return std::make_unique<TrtRunner>(plan_path, device);
 }
 
-std::unique_ptr<Runner> make_trt_runner(const std::string& plan_path) { return make_trt_runner(plan_path, 0); }
-
 }  // namespace der

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <thread>
@@ -16,7 +17,7 @@
 #include "der/der.h"
 #include "der/predictor.hpp"
 #include "der/runner.hpp"
-#include "onnx_model.hpp"
+#include "tiny_suite.hpp"
 
 namespace {
 
@@ -33,55 +34,23 @@ class OvRunner : public ::testing::Test {
   static void SetUpTestSuite() {
     char tmpl[] = "/tmp/der-ov-XXXXXX";
     dir_ = ::mkdtemp(tmpl);
-    model_.classes = C;
-    model_.height = H;
-    model_.width = W;
-    model_.weight = {1.5f, -2.0f, 0.5f, 3.0f, 0.25f, 1.0f, -1.0f, -3.0f, 2.0f, 0.5f, 1.0f, 0.1f};
-    model_.bias = {0.1f, -0.2f, 0.0f, 0.3f};
-    model_.card = dertest::tiny_card(C, H, W);
-    model_.write(dir_ + "/scores.onnx");
-    auto logits = model_;
-    logits.scores = false;
-    logits.write(dir_ + "/logits.onnx");
-    auto fixed = model_;
-    fixed.batch = 2;
-    fixed.write(dir_ + "/fixed.onnx");
-    auto nocard = model_;
-    nocard.card = "";
-    nocard.write(dir_ + "/nocard.onnx");
-    std::ofstream(dir_ + "/garbage.onnx") << "this is not a protobuf";
+    model_ = dertest::standard_model();
+    dertest::write_variants(model_, dir_);
   }
   static void TearDownTestSuite() { std::system(("rm -rf '" + dir_ + "'").c_str()); }
 
-  static der::Options ov(const std::string& precision = "") {
+  static der::Options ov(const std::string& precision = "", const std::string& mode = "latency") {
     der::Options o;
     o.backend = "openvino";
     o.precision = precision;
+    o.mode = mode;
     return o;
   }
 
-  // Independent reference: plane means in double, then the linear layer and the logistic function.
-  static std::vector<double> reference(const float* chw) {
-    double mean[3] = {0, 0, 0};
-    for (int k = 0; k < 3; ++k) {
-      for (int i = 0; i < H * W; ++i) mean[k] += chw[k * H * W + i];
-      mean[k] /= H * W;
-    }
-    std::vector<double> p(C);
-    for (int c = 0; c < C; ++c) {
-      double z = model_.bias[c];
-      for (int k = 0; k < 3; ++k) z += mean[k] * model_.weight[k * C + c];
-      p[c] = 1.0 / (1.0 + std::exp(-z));
-    }
-    return p;
-  }
+  static std::vector<double> reference(const float* chw) { return dertest::reference(model_, chw); }
 
   static std::vector<float> random_batch(std::size_t n, unsigned seed) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> dist(0.0f, 1.0f);
-    std::vector<float> x(n * 3 * H * W);
-    for (auto& v : x) v = dist(rng);
-    return x;
+    return dertest::random_batch(model_, n, seed);
   }
 
   static void expect_near_reference(const der::Predictor& p, double tol, unsigned seed) {
@@ -120,7 +89,7 @@ TEST_F(OvRunner, Fp32ScoresMatchAnIndependentComputationAndSayWhatRan) {
     EXPECT_EQ(p.backend_name(), "openvino");
     const std::string what = p.backend_description();
     EXPECT_EQ(what.rfind("OpenVINO ", 0), 0u) << what;
-    EXPECT_EQ(what.substr(what.size() - 9), " CPU fp32") << what;
+    EXPECT_NE(what.find(" CPU fp32, latency, 1 request"), std::string::npos) << what;
     expect_near_reference(p, 1e-6, 1);
   }
 }
@@ -153,7 +122,7 @@ TEST_F(OvRunner, ReducedPrecisionIsNativeOrRefusedInOneLine) {
     if (cpu_has(capability)) {
       der::Predictor p(dir_ + "/scores.onnx", ov(precision));
       const std::string what = p.backend_description();
-      EXPECT_EQ(what.substr(what.size() - precision.size() - 1), " " + precision) << what;
+      EXPECT_NE(what.find(" " + precision + ", latency, "), std::string::npos) << what;
       expect_near_reference(p, 2e-2, 4);
     } else {
       try {
@@ -179,17 +148,87 @@ TEST_F(OvRunner, OptionErrors) {
   auto providers = ov();
   providers.providers = {"cuda", "cpu"};
   EXPECT_NE(error_of(model, providers).find("--providers applies to ONNX Runtime only"), std::string::npos);
+  EXPECT_EQ(error_of(model, ov("", "fast")),
+            "unknown OpenVINO mode 'fast'; use latency or throughput (with --backend openvino)");
+  auto gpu = ov();
+  gpu.device = 1;
+  EXPECT_NE(error_of(model, gpu).find("--device applies to GPUs"), std::string::npos);
   auto bad_backend = ov();
   bad_backend.backend = "openvno";
   EXPECT_EQ(error_of(model, bad_backend), "unknown backend 'openvno'; use one of auto, ort, trt, openvino");
 }
 
+// Throughput: PERFORMANCE_HINT THROUGHPUT read back, OpenVINO's optimal number of requests, each batch split over
+// them; the scores are those of latency mode, row for row, whatever the split.
+TEST_F(OvRunner, ThroughputModeSplitsBatchesAndGivesTheLatencyScores) {
+  der::Predictor latency(dir_ + "/scores.onnx", ov()), throughput(dir_ + "/scores.onnx", ov("", "throughput"));
+  const std::string what = throughput.backend_description();
+  EXPECT_NE(what.find(" CPU fp32, throughput, "), std::string::npos) << what;
+  ov::Core core;
+  const auto optimal = core.compile_model(dir_ + "/scores.onnx", "CPU",
+                                          ov::hint::performance_mode(ov::hint::PerformanceMode::THROUGHPUT))
+                           .get_property(ov::optimal_number_of_infer_requests);
+  EXPECT_NE(what.find(", " + std::to_string(optimal) + (optimal == 1 ? " request" : " requests")), std::string::npos)
+      << what;
+  for (std::size_t n : {1u, 2u, 5u, 11u}) {
+    const auto x = random_batch(n, 10 + static_cast<unsigned>(n));
+    const auto a = latency.scores(x.data(), n), b = throughput.scores(x.data(), n);
+    ASSERT_EQ(a.size(), b.size());
+    for (std::size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-6) << "n " << n << " value " << i;
+  }
+  expect_near_reference(throughput, 1e-6, 12);
+  der::Predictor fixed(dir_ + "/fixed.onnx", ov("", "throughput"));  // a fixed batch of 2 is never split
+  const auto x = random_batch(5, 13);
+  const auto a = latency.scores(x.data(), 5), f = fixed.scores(x.data(), 5);
+  for (std::size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], f[i], 1e-6) << i;
+}
+
+TEST_F(OvRunner, CacheDirIsFilledOnceAndThenLoadedWithTheSameScores) {
+  const std::string cache = dir_ + "/cache/nested";  // created, parents too
+  auto o = ov();
+  o.cache_dir = cache;
+  const auto x = random_batch(7, 14);
+  der::Predictor first(dir_ + "/scores.onnx", o);
+  EXPECT_EQ(first.backend_description().find(", cached"), std::string::npos) << first.backend_description();
+  std::size_t files = 0;  // OpenVINO's blobs, in one subfolder named by the file's content
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(cache))
+    if (entry.is_regular_file()) {
+      ++files;
+      EXPECT_EQ(entry.path().parent_path().filename().string().rfind("onnx-", 0), 0u) << entry.path();
+    }
+  EXPECT_GE(files, 1u) << "nothing written to " << cache;
+  der::Predictor second(dir_ + "/scores.onnx", o);
+  const std::string what = second.backend_description();
+  EXPECT_EQ(what.substr(what.size() - 8), ", cached") << what;
+  EXPECT_EQ(first.scores(x.data(), 7), second.scores(x.data(), 7));
+  // A card is still read from the file on a cache hit: the cached model answers with the right classes.
+  EXPECT_EQ(second.card().classes, first.card().classes);
+  // A re-export to the same path, same size, within the same second is compiled afresh, never served from the
+  // old blob (OpenVINO alone would: it checks path, size and mtime in seconds).
+  const std::string moved = dir_ + "/reexported.onnx";
+  model_.write(moved);
+  der::Predictor before(moved, o);
+  auto changed = model_;
+  changed.bias = {2.0f, -2.0f, 1.0f, 0.0f};
+  changed.write(moved);
+  der::Predictor after(moved, o);
+  EXPECT_EQ(after.backend_description().find(", cached"), std::string::npos) << after.backend_description();
+  const auto probs = after.scores(x.data(), 1);
+  const auto want = dertest::reference(changed, x.data());
+  for (std::size_t c = 0; c < want.size(); ++c) EXPECT_NEAR(probs[c], want[c], 1e-6) << c;
+  std::ofstream(dir_ + "/cache-file") << "a file, not a folder";
+  o.cache_dir = dir_ + "/cache-file";
+  const std::string err = error_of(dir_ + "/scores.onnx", o);
+  EXPECT_EQ(err.rfind(dir_ + "/cache-file: cannot create the OpenVINO cache folder (", 0), 0u) << err;
+  EXPECT_EQ(err.find('\n'), std::string::npos) << err;
+}
+
 TEST_F(OvRunner, EngineErrorsNameTheFileAndTheFix) {
   EXPECT_EQ(error_of(dir_ + "/nocard.onnx", ov()),
             dir_ + "/nocard.onnx has no der-deploy model card; export it with der-export");
-  const std::string garbage = error_of(dir_ + "/garbage.onnx", ov());
-  EXPECT_EQ(garbage.rfind(dir_ + "/garbage.onnx: cannot load ONNX model (", 0), 0u) << garbage;
-  EXPECT_EQ(garbage.find('\n'), std::string::npos) << garbage;
+  // Refused from the metadata, before OpenVINO probes its frontends (which print to stderr): as on ONNX Runtime.
+  EXPECT_EQ(error_of(dir_ + "/garbage.onnx", ov()),
+            dir_ + "/garbage.onnx: not a valid ONNX model (corrupt or truncated); re-export it with der-export");
   EXPECT_THROW(der::Predictor(dir_ + "/garbage.onnx", ov()), der::EngineError);
 }
 
@@ -211,7 +250,7 @@ TEST_F(OvRunner, OnePredictorSharedByThreadsGivesTheSequentialResults) {
   for (int t = 0; t < kThreads; ++t) EXPECT_EQ(mismatches[t], 0) << "thread " << t;
 }
 
-TEST_F(OvRunner, CAbiTakesBackendAndPrecision) {
+TEST_F(OvRunner, CAbiTakesBackendPrecisionModeAndCacheDir) {
   const std::string model = dir_ + "/scores.onnx";
   der_predictor* h = nullptr;
   ASSERT_EQ(der_create(model.c_str(), R"({"backend": "openvino", "precision": "fp32"})", &h), DER_OK)
@@ -232,6 +271,17 @@ TEST_F(OvRunner, CAbiTakesBackendAndPrecision) {
     EXPECT_EQ(std::string(der_last_error(nullptr)).rfind(model + ": this CPU has no native bf16", 0), 0u);
   }
   EXPECT_EQ(h, nullptr);
+  const std::string cache = dir_ + "/c-abi-cache";
+  const std::string json = R"({"backend": "openvino", "mode": "throughput", "cache_dir": ")" + cache + R"("})";
+  ASSERT_EQ(der_create(model.c_str(), json.c_str(), &h), DER_OK) << der_last_error(nullptr);
+  std::vector<float> again(2 * C);
+  ASSERT_EQ(der_scores(h, x.data(), 2, again.data(), again.size()), DER_OK) << der_last_error(h);
+  for (std::size_t i = 0; i < again.size(); ++i) EXPECT_NEAR(again[i], out[i], 1e-6);
+  der_destroy(h);
+  h = nullptr;
+  EXPECT_TRUE(std::filesystem::is_directory(cache));
+  EXPECT_EQ(der_create(model.c_str(), R"({"backend": "openvino", "mode": "batch"})", &h), DER_ERROR);
+  EXPECT_EQ(std::string(der_last_error(nullptr)).rfind("unknown OpenVINO mode 'batch'", 0), 0u);
 }
 
 }  // namespace

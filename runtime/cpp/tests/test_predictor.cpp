@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "der/predictor.hpp"
-#include "onnx_model.hpp"
+#include "tiny_suite.hpp"
 
 namespace {
 
@@ -21,52 +21,19 @@ class Tiny : public ::testing::Test {
   static void SetUpTestSuite() {
     char tmpl[] = "/tmp/der-predictor-XXXXXX";
     dir_ = ::mkdtemp(tmpl);
-    model_.classes = C;
-    model_.height = H;
-    model_.width = W;
-    model_.weight = {1.5f, -2.0f, 0.5f, 3.0f, 0.25f, 1.0f, -1.0f, -3.0f, 2.0f, 0.5f, 1.0f, 0.1f};
-    model_.bias = {0.1f, -0.2f, 0.0f, 0.3f};
-    model_.card = dertest::tiny_card(C, H, W);
-    model_.write(dir_ + "/scores.onnx");
-    auto logits = model_;
-    logits.scores = false;
-    logits.write(dir_ + "/logits.onnx");
-    auto fixed = model_;
-    fixed.batch = 2;
-    fixed.write(dir_ + "/fixed.onnx");
-    auto nocard = model_;
-    nocard.card = "";
-    nocard.write(dir_ + "/nocard.onnx");
+    model_ = dertest::standard_model();
+    dertest::write_variants(model_, dir_);
     auto future = model_;
     future.card = R"({"classes": ["a", "b", "c", "d"], "input_size": [8, 8], "format_version": 2})";
     future.write(dir_ + "/future.onnx");
-    std::ofstream(dir_ + "/garbage.onnx") << "this is not a protobuf";
     std::ofstream(dir_ + "/notes.jpg") << "not an image";
   }
   static void TearDownTestSuite() { std::system(("rm -rf '" + dir_ + "'").c_str()); }
 
-  // Independent reference: plane means in double, then the linear layer and the logistic function.
-  static std::vector<double> reference(const float* chw) {
-    double mean[3] = {0, 0, 0};
-    for (int k = 0; k < 3; ++k) {
-      for (int i = 0; i < H * W; ++i) mean[k] += chw[k * H * W + i];
-      mean[k] /= H * W;
-    }
-    std::vector<double> p(C);
-    for (int c = 0; c < C; ++c) {
-      double z = model_.bias[c];
-      for (int k = 0; k < 3; ++k) z += mean[k] * model_.weight[k * C + c];
-      p[c] = 1.0 / (1.0 + std::exp(-z));
-    }
-    return p;
-  }
+  static std::vector<double> reference(const float* chw) { return dertest::reference(model_, chw); }
 
   static std::vector<float> random_batch(std::size_t n, unsigned seed) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> dist(0.0f, 1.0f);
-    std::vector<float> x(n * 3 * H * W);
-    for (auto& v : x) v = dist(rng);
-    return x;
+    return dertest::random_batch(model_, n, seed);
   }
 
   static std::string dir_;
@@ -155,7 +122,8 @@ TEST_F(Tiny, EngineErrorsNameTheFileAndTheFix) {
   EXPECT_EQ(message(dir_ + "/nope.onnx"), dir_ + "/nope.onnx: no such file; check the path or export the model with der-export");
   EXPECT_EQ(message(dir_ + "/nocard.onnx"), dir_ + "/nocard.onnx has no der-deploy model card; export it with der-export");
   EXPECT_EQ(message(dir_ + "/future.onnx").rfind(dir_ + "/future.onnx: bad model card (model card format version 2", 0), 0u);
-  EXPECT_EQ(message(dir_ + "/garbage.onnx").rfind(dir_ + "/garbage.onnx: cannot load ONNX model (", 0), 0u);
+  EXPECT_EQ(message(dir_ + "/garbage.onnx"),
+            dir_ + "/garbage.onnx: not a valid ONNX model (corrupt or truncated); re-export it with der-export");
   EXPECT_EQ(message(dir_ + "/model.pt").rfind(dir_ + "/model.pt: unknown engine type '.pt'", 0), 0u);
   der::Options trt;
   trt.backend = "trt";

@@ -8,20 +8,14 @@
 
 #include "der/error.hpp"
 #include "der/sidecar.hpp"
+#include "tiny_suite.hpp"
 #include "trt_logic.hpp"
 
 namespace {
 
 using der::trt::Shape;
 
-std::string what_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const der::Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using dertest::what_of;
 
 TEST(TrtLogic, InputShapeFillsEveryDynamicDimensionFromTheProfile) {
   // A third-party plan with dynamic H and W: setInputShape needs all of them, not just the batch.

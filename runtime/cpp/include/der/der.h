@@ -37,8 +37,24 @@ enum der_status {
 /* "0.1.0" */
 DER_API const char* der_version(void);
 
-/* Open an engine (.onnx for ONNX Runtime, .plan + .plan.json for TensorRT). options_json may be NULL or e.g.
- * {"backend": "auto", "providers": ["cpu"], "intra_op_threads": 0, "batch_size": 8, "decode_threads": -1}. */
+/* Open an engine (.onnx for ONNX Runtime or OpenVINO, .plan + .plan.json for TensorRT). options_json may be NULL
+ * or a JSON object with any of these keys (der::Options; absent keys keep these defaults):
+ *   "backend": "auto"          auto (by suffix) | "ort" | "trt" | "openvino" (the .onnx on the CPU)
+ *   "precision": ""            openvino only: "fp32" | "bf16" | "fp16"; one this CPU lacks natively is
+ *                              DER_ERROR_BACKEND, never a silent FP32 run
+ *   "mode": "latency"          openvino only: "latency" | "throughput" (each batch split over OpenVINO's optimal
+ *                              number of infer requests, run concurrently)
+ *   "cache_dir": ""            openvino only: compiled-model cache folder, created if missing ("" = none); one
+ *                              subfolder per model file content, so a replaced model is never served stale
+ *   "device": 0                GPU index for TensorRT and ONNX Runtime's CUDA provider (>= 0)
+ *   "providers": ["cpu"]       ONNX Runtime providers in priority order: "cpu" or ["cuda", "cpu"]
+ *   "intra_op_threads": 0      ONNX Runtime intra-op / OpenVINO inference threads (0: the runtime's choice)
+ *   "batch_size": 8            images per engine call
+ *   "decode_threads": -1       decode + preprocess threads (-1: min(4, cores); 0: decode in the calling thread)
+ *   "max_pixels": 40000000     larger images are per-file error records, as der-infer --max-pixels (0: no limit)
+ * An unknown key or value, or a setting the backend that runs does not have (e.g. "mode" without "openvino"), is
+ * DER_ERROR (DER_ERROR_ENGINE where it is about the engine file); a value of the wrong JSON type, or malformed JSON,
+ * is DER_ERROR_INVALID_ARGUMENT. der_last_error(NULL) says which, in one line. */
 DER_API int der_create(const char* engine_path, const char* options_json, der_predictor** out);
 
 /* The model card as JSON (classes, input_size, interpolation, mean, std, channel_order, thresholds, ...). */

@@ -1,10 +1,11 @@
-// der::Predictor: an engine file (.onnx for ONNX Runtime, .plan + .plan.json for TensorRT) + its model card
+// der::Predictor: an engine file (.onnx for ONNX Runtime or OpenVINO, .plan + .plan.json for TensorRT) + its card
 // -> labels with scores, one Prediction per input, in input order. Mirrors der_deploy.runtime.Predictor.
 //
 // Thread-safety: one Predictor may be shared by several threads. predict()/scores() only read the card and
 // call the runner, whose infer() is safe to call concurrently (ONNX Runtime's Session::Run is thread-safe; the
-// TensorRT runner serialises calls on its one execution context with a mutex). The decode pool is shared and
-// internally locked. Constructing and destroying a Predictor are not concurrent operations.
+// OpenVINO runner gives each call its own infer requests; the TensorRT runner serialises calls on its one execution
+// context with a mutex). The decode pool is shared and internally locked. Constructing and destroying a Predictor
+// are not concurrent operations.
 #pragma once
 
 #include <cstddef>
@@ -19,18 +20,9 @@
 #include "der/error.hpp"
 #include "der/export.h"
 #include "der/image.hpp"
+#include "der/options.hpp"
 
 namespace der {
-
-struct Options {
-  std::string backend = "auto";             // auto (by suffix) | ort | trt | openvino (CPU, .onnx)
-  std::string precision;                     // openvino only: "" (= fp32) | fp32 | bf16 | fp16; never downgraded
-  std::vector<std::string> providers{"cpu"};  // ONNX Runtime providers in priority order: {"cpu"} or {"cuda","cpu"}
-  int intra_op_threads = 0;                  // ONNX Runtime intra-op threads; 0: ONNX Runtime's default
-  int batch_size = 8;                        // images per engine call (split further above the engine's maximum)
-  int decode_threads = -1;                   // decode+preprocess threads; -1: min(4, cores), 0: decode inline
-  long long max_pixels = kDefaultMaxPixels;  // larger images are an error record (image.hpp); 0: no limit
-};
 
 // Decision rule (Predictor.decide in Python):
 //   neither: every class whose score reaches its card threshold;  threshold: the same with one threshold T;
@@ -69,8 +61,9 @@ class DER_API Predictor {
   const std::string& engine_path() const { return path_; }
   const Options& options() const { return options_; }
   std::string backend_name() const;  // "onnxruntime", "tensorrt" or "openvino"
-  // What ran, read back from the engine: backend_name(), or for OpenVINO e.g. "OpenVINO 2026.4 CPU bf16" (the
-  // compiled model's execution devices and inference precision).
+  // What ran, read back from the engine: backend_name(), or for OpenVINO e.g. "OpenVINO 2026.4 CPU fp32,
+  // throughput, 2 requests, cached" (the compiled model's execution devices, inference precision, performance hint,
+  // infer requests, and whether it came from cache_dir).
   std::string backend_description() const;
 
   // Files, decoded by the pool while the engine runs; unreadable files give a Prediction with error.
