@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from der_deploy.artifact.profile import BatchProfile, parse_profile
+from der_deploy.errors import VerificationError
 
 
 @dataclass
@@ -61,12 +62,15 @@ def export_chain(model: Path, names: dict[str, Path], *, fp16: bool = False, int
         ref = reference_outputs(net, images, cadm=cadm)
         ref_name = "PyTorch"
 
-    def checked(precision: str, path: Path, tol: str):
+    def checked(precision: str, path: Path, tol: str, fix: str = ""):
         row = Row(path, precision, 0.0)
 
         def verify(tmp: Path) -> None:
             row.result = verify_onnx(tmp, ref, images, tol, title=f"verify {path.name} ({precision}, {source})")
-            row.result.raise_if_failed(f"{path}: {precision} ONNX vs {ref_name}")
+            try:
+                row.result.raise_if_failed(f"{path}: {precision} ONNX vs {ref_name}")
+            except VerificationError as err:
+                raise VerificationError(f"{err}{fix}") from None
 
         return row, verify
 
@@ -90,7 +94,11 @@ def export_chain(model: Path, names: dict[str, Path], *, fp16: bool = False, int
             continue
         from der_deploy.export.quantize import quantize_int8
 
-        row, verify = checked(f"int8 {scheme}", names[key], "int8")
+        # Plain INT8 of a trunk that quantizes badly (depthwise / squeeze-excitation trunks such as MobileNetV3)
+        # is refused; the user's way out is the budget search, or not using INT8 for it.
+        fix = ("; keep the sensitive layers in floating point with --budget-data DATA, or deploy the FP32/FP16 file"
+               if plan is None else "")
+        row, verify = checked(f"int8 {scheme}", names[key], "int8", fix)
         t0 = time.perf_counter()
         quantize_int8(src, names[key], calib, scheme=scheme, calib_max=calib_max, cache=names["calib"], verify=verify,
                       **({} if plan is None else dict(exclude=plan.nodes, half_excluded=scheme == "s8s8",

@@ -6,8 +6,11 @@ Which nodes stay FP32, and why:
   FP16 a logit of 10 is only good to ~0.004 and the MatMul would sum d=512..2048 products in FP16 on
   backends that do not widen. The head is <0.2 % of the FLOPs (resnet101 at 448: 32 MFLOP of 31 GFLOP),
   so keeping it FP32 costs nothing. θ therefore stays a single FP32 initializer.
-- everything else (the ResNet trunk: Conv with folded BN, Relu, MaxPool, Add) runs in FP16; one Cast
-  converts the float32 input, one Cast widens the features X before the head.
+- in the trunk, every op in :data:`FP16_OPS` (those with FP16 kernels in ORT and TensorRT whose FP16 result is
+  as good as its inputs: Conv with folded BN, Relu, pooling, Add, the activations of MobileNet/EfficientNet/RegNet
+  such as HardSwish, Sigmoid and the squeeze-excitation ReduceMean, MatMul/Gemm) runs in FP16; any other op stays
+  FP32 behind Casts (e.g. ConvNeXt's LayerNormalization, whose variance underflows in FP16). For a ResNet that is
+  one Cast converting the float32 input and one widening the features X before the head.
 The converter is written here rather than using onnxruntime.transformers.float16, whose output was not
 topologically sorted and had inconsistent value_info on the dynamo graph (ORT 1.32).
 """
@@ -29,6 +32,7 @@ FP16_OPS = frozenset({
     "Conv", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Add", "Sub", "Mul", "Div",
     "BatchNormalization", "Concat", "Reshape", "Flatten", "Identity", "Transpose", "Split", "Slice", "Squeeze",
     "Unsqueeze", "Clip", "Shape", "Constant", "Pad",
+    "Sigmoid", "HardSigmoid", "HardSwish", "ReduceMean", "MatMul", "Gemm", "Erf", "Gelu",
 })
 _FP16_MAX = float(np.finfo(np.float16).max)
 
@@ -40,8 +44,8 @@ def _half_array(arr: np.ndarray, name: str) -> np.ndarray:
 
 
 def to_fp16(model, half: set[str] | None = None):
-    """Return a new ModelProto: non-head nodes (or just the nodes named in ``half``) in FP16, the rest and the
-    graph I/O in FP32."""
+    """Return a new ModelProto: non-head nodes (or just the nodes named in ``half``) in FP16 where their op is in
+    :data:`FP16_OPS`; the rest, and the graph I/O, in FP32."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -50,10 +54,8 @@ def to_fp16(model, half: set[str] | None = None):
     types = {v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.value_info, *graph.output]}
     types.update({i.name: i.data_type for i in graph.initializer})
     keep = set(head_node_names(model))
-    is_half = {n.name: (n.name in half if half is not None else n.name not in keep) for n in graph.node}
-    for node in graph.node:
-        if is_half[node.name] and node.op_type not in FP16_OPS:
-            raise ExportError(f"cannot run node {node.name!r} ({node.op_type}) in FP16; der-deploy converts ResNet trunks only")
+    is_half = {n.name: (n.name in half if half is not None else n.name not in keep) and n.op_type in FP16_OPS
+               for n in graph.node}
     producer = {o: n for n in graph.node for o in n.output}
     inits = {i.name: i for i in graph.initializer}
     users: dict[str, set[bool]] = {}

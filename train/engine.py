@@ -25,11 +25,15 @@ from der_deploy.metrics import average_precision
 from der_deploy.progress import err_console, track
 
 from . import amp as amp_
+from . import backbones
 from . import distributed as ddp
+from .batchnorm import recalibrate_batchnorm
 from .checkpoint import read_checkpoint, save_checkpoint
 from .data import EvalImages, TrainImages, check_batch, make_loader
 from .losses import EMBED_LOSSES, der_loss
 from .model import ARCHS, DER, HEADS, load_backbone_weights
+from .report import header as _header
+from .report import summary as _summary
 from .stability import (DEFAULT_CLIP_GRAD, DEFAULT_MAX_BAD_STEPS, StepGuard, TrainingDiverged, grad_norm,
                         kept_checkpoint, warmup_factor)
 
@@ -68,6 +72,7 @@ class TrainConfig:
     decode: str = "full"  # the card's image decoding: "draft" shrinks JPEGs on load, in training and every runtime
     embed_loss: str = "der"  # "triplet": Table VI's D + triplet loss replaces Eq. 7 + Eq. 10 (losses.triplet_loss)
     triplet_margin: float = 1.0
+    precise_bn: int = 0  # after every epoch, re-estimate BN statistics on this many training images (batchnorm.py)
 
     def validate(self) -> None:
         if self.arch not in ARCHS:
@@ -75,8 +80,10 @@ class TrainConfig:
         if self.head not in HEADS:
             raise DerError(f"unknown --head {self.head!r}; use one of {', '.join(HEADS)}")
         size = tuple(self.input_size)
-        if len(size) != 2 or min(size) < 32:
-            raise DerError(f"--input-size {size} is too small; ResNet needs at least 32x32")
+        stride = backbones.spec(self.arch).stride  # X must keep at least one cell
+        if len(size) != 2 or min(size) < stride:
+            raise DerError(f"--input-size {'x'.join(map(str, size))} is too small; {self.arch} needs at least "
+                           f"{stride}x{stride} (its stride)")
         checks = [(self.epochs >= 1, "--epochs must be at least 1"), (self.batch_size >= 1, "--batch-size must be at least 1"),
                   (self.lr > 0, "--lr must be positive"), (self.lr_step >= 1, "--lr-step must be at least 1"),
                   (self.momentum >= 0 and self.weight_decay >= 0, "--momentum and --weight-decay must be >= 0"),
@@ -88,6 +95,7 @@ class TrainConfig:
                   (self.amp in (None, *amp_.MODES), f"unknown --amp {self.amp!r}; use one of {', '.join(amp_.MODES)}"),
                   (self.embed_loss in EMBED_LOSSES, f"unknown --embed-loss {self.embed_loss!r}; use one of {', '.join(EMBED_LOSSES)}"),
                   (self.triplet_margin > 0, "--triplet-margin must be positive"),
+                  (self.precise_bn >= 0, "--precise-bn must be >= 0 (0 = off)"),
                   (self.decode in DECODE_MODES, f"unknown --decode {self.decode!r}; use one of {', '.join(DECODE_MODES)}"),
                   (not (self.pretrained and self.backbone_weights), "give either --pretrained or --backbone-weights, not both")]
         for ok, message in checks:
@@ -279,19 +287,6 @@ def _train_epoch(net, loader, optimizer, cfg: TrainConfig, env: ddp.DistEnv, epo
             "lr": lrs[-1] if lrs else bases[0], "lr_first": lrs[0] if lrs else bases[0]}
 
 
-def _summary(record: dict[str, Any], epochs: int, is_best: bool) -> str:
-    maps = " ".join(f"{k} {100 * v:.2f}" for k, v in record["map"].items())
-    lr = f"{record['lr']:.3g}"
-    if record.get("lr_first", record["lr"]) != record["lr"]:
-        lr = f"{record['lr_first']:.3g}->{lr} (warm-up)"
-    skipped = f"  {StepGuard.describe(record['skipped'])}" if record.get("skipped") else ""
-    if record.get("scaler_skipped"):
-        skipped += f"  loss scaler skipped {record['scaler_skipped']}"
-    return (f"epoch {record['epoch']}/{epochs}  loss {record['loss']:.4f} (cls {record['cls']:.4f} "
-            f"lce {record['lce']:.4f} rank {record['rank']:.4f})  mAP {maps}  lr {lr}{skipped}  "
-            f"{record['time']:.1f}s{'  *best' if is_best else ''}")
-
-
 def train(cfg: TrainConfig) -> TrainResult:
     """Train DER per ``cfg``; under torchrun, one call per process (DDP). Returns the same result on every rank."""
     cfg.validate()
@@ -306,14 +301,6 @@ def train(cfg: TrainConfig) -> TrainResult:
         raise
     finally:
         ddp.cleanup(env)
-
-
-def _header(cfg: TrainConfig, env: ddp.DistEnv, n_train: int, n_val: int, start: int) -> str:
-    world = f" x {env.world_size} processes" if env.world_size > 1 else ""
-    size = "x".join(str(int(v)) for v in cfg.input_size)
-    return (f"training {cfg.arch} ({cfg.head} head) at {size} on {env.device}{world}: {n_train} {cfg.train_split!r} "
-            f"images, validating on {n_val} {cfg.val_split!r}; epochs {start + 1}-{cfg.epochs}, batch {cfg.batch_size}, "
-            f"lr {cfg.lr:g}, clip-grad {cfg.clip_grad:g}, warm-up {cfg.warmup_epochs:g}, amp {cfg.amp}")
 
 
 def _train(cfg: TrainConfig, env: ddp.DistEnv) -> TrainResult:
@@ -356,8 +343,8 @@ def _train(cfg: TrainConfig, env: ddp.DistEnv) -> TrainResult:
                              sampler=ddp.sampler(val_ds, env, shuffle=False, seed=0), workers=cfg.workers)
     val_targets = val_ds.targets()
     if env.is_main:
-        err_console.print(_header(cfg, env, len(train_ds), len(val_ds), start), markup=False, highlight=False,
-                          soft_wrap=True)
+        err_console.print(_header(cfg, env.device, env.world_size, len(train_ds), len(val_ds), start), markup=False,
+                          highlight=False, soft_wrap=True)
 
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
@@ -366,6 +353,9 @@ def _train(cfg: TrainConfig, env: ddp.DistEnv) -> TrainResult:
         good = last if epoch > start or not cfg.resume else Path(cfg.resume)
         losses = _train_epoch(net, train_loader, optimizer, cfg, env, epoch, guard, good, precision)
         scheduler.step()
+        if cfg.precise_bn:  # every rank sees the same first images, and rank 0's result is broadcast anyway
+            recalibrate_batchnorm(model, train_ds, card, batch_size=cfg.batch_size, max_images=cfg.precise_bn,
+                                  workers=cfg.workers)
         ddp.sync_buffers(net, env)
         logits = _predict(net, val_loader, env, len(val_ds))
         if not all(np.isfinite(v).all() for v in logits.values()):
@@ -390,7 +380,8 @@ def _train(cfg: TrainConfig, env: ddp.DistEnv) -> TrainResult:
             if is_best:
                 with atomic_path(output) as tmp:
                     shutil.copyfile(last, tmp)
-            err_console.print(_summary(record, cfg.epochs, is_best), markup=False, highlight=False, soft_wrap=True)
+            err_console.print(_summary(record, cfg.epochs, is_best, cfg.embed_loss), markup=False, highlight=False,
+                              soft_wrap=True)
         ddp.barrier(env)
     return TrainResult(best_map=best["map"], last_map=history[-1]["map"]["joint"], best_path=output,
                        last_path=last, history=history)

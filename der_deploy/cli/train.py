@@ -27,7 +27,8 @@ def _size(ctx, param, value):
 @click.option("--arch", default="resnet101", show_default=True, metavar="NAME",
               help="Backbone: resnet18/34/50/101/152, vgg16, vgg16_bn, vgg19, vgg19_bn, convnext_tiny, "
                    "efficientnet_b0, efficientnet_v2_s, regnet_y_400mf, mobilenet_v3_small, mobilenet_v3_large.")
-@click.option("--input-size", default="448", show_default=True, callback=_size, help="N or HxW.")
+@click.option("--input-size", default="448", show_default=True, callback=_size,
+              help="N or HxW; at least the backbone's stride (32; VGG 16), which X's h x w and f_embed's width follow.")
 @click.option("--epochs", default=60, show_default=True, type=click.IntRange(1, None))
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1, None),
               help="Per process (under torchrun the global batch is N times this).")
@@ -70,13 +71,17 @@ def _size(ctx, param, value):
               help="Image decoding, stored in the card so that every runtime decodes the same way: draft shrinks "
                    "JPEGs on load (DCT scaling to the smallest 1/2, 1/4, 1/8 that covers the input size; faster for "
                    "camera-size photos). A resumed run must use its checkpoint's mode.")
+@click.option("--precise-bn", default=0, show_default=True, type=click.IntRange(0, None), metavar="N",
+              help="After every epoch, re-estimate the BatchNorm statistics with that epoch's weights on the first N "
+                   "training images (deployment preprocessing), before validating and saving; 0 = off. Short runs of "
+                   "mobilenet_v3 (BN momentum 0.01) need it: their eval-mode outputs otherwise barely vary.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @handle_errors
 def main(data: Path, output: Path, train_split: str, val_split: str, data_format: str | None, arch: str,
          input_size: tuple[int, int], epochs: int, batch_size: int, lr: float, momentum: float, weight_decay: float,
          lr_step: int, lr_gamma: float, alpha: float, beta: float, embed_loss: str, triplet_margin: float, head: str, workers: int, pretrained: bool,
          backbone_weights: Path | None, resume: Path | None, clip_grad: float | None, warmup_epochs: float | None,
-         max_bad_steps: int, amp: str | None, decode: str, seed: int) -> None:
+         max_bad_steps: int, amp: str | None, decode: str, precise_bn: int, seed: int) -> None:
     """Train DER on DATA (VOC/COCO/NUS-WIDE folder or CSV) and write the best checkpoint to -o."""
     from ..progress import out_console, table
     from ..train.engine import TrainConfig, train
@@ -86,7 +91,8 @@ def main(data: Path, output: Path, train_split: str, val_split: str, data_format
                       weight_decay=weight_decay, lr_step=lr_step, lr_gamma=lr_gamma, alpha=alpha, beta=beta,
                       embed_loss=embed_loss, triplet_margin=triplet_margin, head=head, workers=workers, resume=resume, pretrained=pretrained,
                       backbone_weights=backbone_weights, seed=seed, data_format=data_format, clip_grad=clip_grad,
-                      warmup_epochs=warmup_epochs, max_bad_steps=max_bad_steps, amp=amp, decode=decode)
+                      warmup_epochs=warmup_epochs, max_bad_steps=max_bad_steps, amp=amp, decode=decode,
+                      precise_bn=precise_bn)
     result = train(cfg)
     import os
 

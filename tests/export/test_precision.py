@@ -159,3 +159,38 @@ def test_trained_variants_within_documented_tolerances(trained_ckpt, synth_voc, 
     # the variants are ordered by precision, as they must be if the conversion is sane
     assert results["fp32"]["logits"].mean_abs < results["fp16"]["logits"].mean_abs < results["u8s8"]["logits"].mean_abs
     assert results["fp16"]["scores"].max_abs <= TOLERANCES["fp16"]["atol"]["scores"]
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v3_small", "convnext_tiny"])
+def test_fp16_other_trunks_keep_unsupported_ops_in_fp32(arch, tmp_path):
+    """Non-ResNet trunks convert: ops in FP16_OPS (HardSwish, Sigmoid, ReduceMean...) run in FP16, any other op
+    (ConvNeXt's LayerNormalization) stays FP32 behind Casts, and the result agrees with the FP32 file."""
+    import torch
+
+    from der_deploy.export.precision import FP16_OPS
+    from der_deploy.train.model import DER
+
+    torch.manual_seed(0)
+    size = (64, 64)
+    model = DER(4, arch, input_size=size).eval()
+    card = ModelCard(classes=list("abcd"), arch=arch, input_size=size)
+    src = export_onnx(save_checkpoint(tmp_path / "m.pt", model, card), tmp_path / "der.onnx")
+    out = convert_fp16(src, tmp_path / "der.fp16.onnx")
+    m = onnx.load(str(out))
+    onnx.checker.check_model(m, full_check=True)
+    types, head = elem_types(m), set(head_node_names(m))
+    ops = {n.op_type for n in m.graph.node}
+    trunk = [n for n in m.graph.node if n.name not in head and n.op_type != "Cast"]
+    for node in trunk:
+        float_in = [types.get(i) for i in node.input if types.get(i) in (TensorProto.FLOAT, TensorProto.FLOAT16)]
+        want = TensorProto.FLOAT16 if node.op_type in FP16_OPS else TensorProto.FLOAT
+        assert all(t == want for t in float_in), (node.name, node.op_type, float_in)
+    if arch == "convnext_tiny":
+        assert "LayerNormalization" in ops and "LayerNormalization" not in FP16_OPS
+    else:
+        assert "HardSwish" in ops and all(types[n.input[0]] == TensorProto.FLOAT16 for n in trunk
+                                          if n.op_type == "HardSwish")
+    x = np.random.default_rng(0).standard_normal((2, 3, *size)).astype(np.float32)
+    a = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(["logits"], {"images": x})[0]
+    b = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(["logits"], {"images": x})[0]
+    assert np.abs(a - b).mean() <= 2e-3 * max(1.0, np.abs(b).max())  # the fp16 tolerance of der-export
