@@ -88,7 +88,8 @@ def export_chain(model: Path, names: dict[str, Path], *, fp16: bool = False, int
 
         plan = decide(src, calib, data=budget["data"], split=budget["split"], calib_max=calib_max, cache=names["calib"],
                       budget=Budget(budget["max_map_drop"], budget["max_class_drop"]),
-                      min_speedup=budget["min_speedup"], target=names["int8"])
+                      min_speedup=budget["min_speedup"], target=names["int8"],
+                      **{k: budget[k] for k in ("backend", "fallback_precision", "calibration") if k in budget})
     for scheme, key, wanted in (("u8s8", "int8", int8), ("s8s8", "s8s8", s8s8)):
         if not wanted:
             continue

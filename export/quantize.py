@@ -21,8 +21,8 @@ from typing import Callable, Sequence
 from der_deploy.errors import DerError, ExportError
 from der_deploy.fileio import check_writable
 
-from .calibration import (DEFAULT_CALIB_MAX, CalibrationReader, cached_ranges_valid, calibration_images, calibration_key,
-                          store_ranges)
+from .calibration import (DEFAULT_CALIB_MAX, cached_ranges_valid, calibrate, calibration_images, calibration_key,
+                          check_method, method_cache, ort_method)
 from der_deploy.artifact.keys import CARD_KEY, INT8_PLAN_KEY, PRECISION_KEY
 
 from .graph import card_from_model, check_model, head_node_names, load_onnx, metadata, save_onnx, set_metadata
@@ -64,6 +64,7 @@ def quantize_int8(
     half_excluded: bool = False,
     plan: str | None = None,
     require_cached: bool = False,
+    method: str | None = None,
 ) -> Path:
     """Write an INT8 Q/DQ variant of FP32 ``src_onnx`` to ``dst``, calibrated on images from ``calib``.
 
@@ -76,9 +77,13 @@ def quantize_int8(
     FP16 (what TensorRT's strongly typed engine then does). ``only``: quantize just these nodes (layer
     sensitivity). ``plan``: JSON stored under :data:`~der_deploy.artifact.keys.INT8_PLAN_KEY`. ``require_cached``: fail instead of
     calibrating (a search must reuse one calibration pass).
+    ``method``: calibration method (:data:`~.calibration.METHODS`), each with its own cache beside ``cache``
+    (:func:`~.calibration.method_cache`). Default: the method ``plan`` records (the file must carry the ranges its
+    plan was checked with), else minmax; a ``method`` that contradicts the plan is an error.
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
+    method = _method_of(plan, method)
     if scheme not in SCHEMES:
         raise DerError(f"unknown INT8 scheme {scheme!r}; use u8s8 (ONNX Runtime CPU) or s8s8 (TensorRT)")
     dst = check_writable(dst)
@@ -90,34 +95,32 @@ def quantize_int8(
     keep = [n for n in exclude if n]
     exclude = head_node_names(model) + keep
     paths = calibration_images(calib, calib_max)
-    cache = Path(cache) if cache is not None else default_cache(src_onnx)
+    cache = method_cache(cache if cache is not None else default_cache(src_onnx), method)
     check_writable(cache)
-    key = calibration_key(src_onnx, paths, card)
-    hit = cached_ranges_valid(cache, key)
-    if require_cached and not hit:
-        raise ExportError(f"{cache}: calibration ranges missing or stale for {src_onnx}; calibrate once before the search")
+    key = calibration_key(src_onnx, paths, card, method)
+    if not cached_ranges_valid(cache, key):
+        if require_cached:
+            raise ExportError(f"{cache}: calibration ranges missing or stale for {src_onnx}; calibrate once before "
+                              "the search")
+        calibrate(src_onnx, paths, card, method=method, cache=cache, key=key, input_name=model.graph.input[0].name)
     act = QuantType.QUInt8 if scheme == "u8s8" else QuantType.QInt8
     extra = {"WeightSymmetric": True, "ActivationSymmetric": scheme == "s8s8"}
-    reader = CalibrationReader(paths, card, input_name=model.graph.input[0].name)
     with tempfile.TemporaryDirectory(prefix="der-quant-") as tmpdir:
-        ort_cache = cache if hit else Path(tmpdir) / "ranges.json"
         out = Path(tmpdir) / "model.int8.onnx"
         try:
-            with _quiet_root_logger():
+            with _quiet_root_logger():  # always from the cache: calibrate() above computed it once per method
                 quantize_static(
-                    str(src_onnx), str(out), None if hit else reader,
+                    str(src_onnx), str(out), None,
                     quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=act,
-                    weight_type=QuantType.QInt8, nodes_to_exclude=exclude, calibrate_method=CalibrationMethod.MinMax,
+                    weight_type=QuantType.QInt8, nodes_to_exclude=exclude, calibrate_method=ort_method(method),
                     nodes_to_quantize=list(only) or None,
-                    extra_options=extra, calibration_cache_path=str(ort_cache),
+                    extra_options=extra, calibration_cache_path=str(cache),
                 )
         except DerError:
             raise
         except Exception as err:  # onnxruntime.quantization raises plain exceptions
             msg = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
             raise ExportError(f"{dst}: INT8 quantization ({scheme}) failed: {msg}") from None
-        if not hit:
-            store_ranges(ort_cache, cache, key, paths)
         qmodel = load_onnx(out)
     if keep and half_excluded:
         qmodel = half_nodes(qmodel, keep)
@@ -132,6 +135,22 @@ def quantize_int8(
     set_metadata(qmodel, card, **meta)
     qmodel = check_model(qmodel, str(dst))
     return save_onnx(qmodel, dst, verify)
+
+
+def _method_of(plan: str | None, method: str | None) -> str:
+    """The calibration method to quantize with: ``method``, else the plan's (plans before version 2: minmax)."""
+    import json
+
+    planned = None
+    if plan is not None:
+        try:
+            planned = (json.loads(plan).get("calibration") or {}).get("method")
+        except (ValueError, AttributeError):
+            raise DerError("the INT8 plan to store is not a JSON object; pass Int8Plan.to_json()") from None
+    if method is not None and planned is not None and method != planned:
+        raise DerError(f"calibration method {method!r} contradicts the INT8 plan's {planned!r}; quantize with the "
+                       "plan's method (or leave method unset)")
+    return check_method(method or planned or "minmax")
 
 
 def half_nodes(qmodel, nodes: Sequence[str]):

@@ -28,12 +28,12 @@ import numpy as np
 from der_deploy import metrics
 from der_deploy.errors import DerError
 
+from .budget_backends import EVAL_BATCH, Target
 from .graph import head_node_names
 
 GRANULARITIES = ("auto", "layer", "block")
 LAYER_LIMIT = 40
 SCHEMES = ("u8s8", "s8s8")
-EVAL_BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -187,10 +187,9 @@ class Effect:
                 "logit_err": round(self.logit_err, 6)}
 
 
-def effect(onnx_path: str | Path, split: SplitData) -> Effect:
-    from .verify import run_onnx
-
-    out = run_onnx(onnx_path, split.images, ["logits", "scores"], batch=EVAL_BATCH)
+def effect(onnx_path: str | Path, split: SplitData, target: Target | None = None) -> Effect:
+    """The file against the FP32 reference on the split, run on ``target`` (default ONNX Runtime CPU)."""
+    out = (target or Target()).outputs(onnx_path, split.images)
     ap = metrics.average_precision(out["scores"], split.targets)
     return Effect(float(np.mean(np.abs(out["logits"] - split.ref_logits))), (ap - split.ref_ap) * 100.0,
                   (metrics.mean_average_precision(out["scores"], split.targets) - split.ref_map) * 100.0)
@@ -207,8 +206,10 @@ class Sensitivity:
 
 
 def measure_sensitivity(fp32_onnx: str | Path, calib, split: SplitData, units: Sequence[Unit], *, cache: str | Path,
-                        calib_max: int, schemes: Sequence[str] = SCHEMES) -> list[Sensitivity]:
-    """Quantize each unit alone (per scheme) from the cached ranges and measure it; most sensitive first.
+                        calib_max: int, schemes: Sequence[str] = SCHEMES, targets: dict[str, Target] | None = None,
+                        method: str = "minmax") -> list[Sensitivity]:
+    """Quantize each unit alone (per scheme) from ``method``'s cached ranges and measure it on the scheme's target
+    (default ONNX Runtime CPU); most sensitive first.
 
     Order: proxy descending, then unit name; the proxy is rounded to 1e-9 so float noise in the last bits
     cannot swap two units."""
@@ -223,7 +224,7 @@ def measure_sensitivity(fp32_onnx: str | Path, calib, split: SplitData, units: S
             for scheme in schemes:
                 path = Path(tmp) / f"{scheme}.onnx"
                 quantize_int8(fp32_onnx, path, calib, scheme=scheme, calib_max=calib_max, cache=cache, only=unit.nodes,
-                              require_cached=True)
-                effects[scheme] = effect(path, split)
+                              require_cached=True, method=method)
+                effects[scheme] = effect(path, split, (targets or {}).get(scheme))
             out.append(Sensitivity(unit, effects))
     return sorted(out, key=lambda s: (-round(s.proxy, 9), s.unit.name))

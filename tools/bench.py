@@ -205,4 +205,13 @@ def plan_note(path) -> str:
         return ""
     fp, b = plan.get("excluded", []), plan.get("budget", {})
     return (f"INT8 plan: {len(fp)} {plan.get('granularity', 'layer')}s in FP ({', '.join(fp) or 'none'}); budget "
-            f"ΔmAP {b.get('max_map_drop')} / class {b.get('max_class_drop')} pt on {plan.get('data')}")
+            f"ΔmAP {b.get('max_map_drop')} / class {b.get('max_class_drop')} pt on {plan.get('data')}; "
+            f"{plan_checked_on(plan)}")
+
+
+def plan_checked_on(plan: dict) -> str:
+    """Where a budgeted-INT8 plan was checked and with which calibration (plans before version 2: ORT, minmax)."""
+    method = (plan.get("calibration") or {}).get("method", "minmax")
+    if plan.get("backend", "ort") == "ort":
+        return f"checked on ONNX Runtime, {method} calibration"
+    return f"checked on OpenVINO with {plan.get('fallback_precision', 'fp32')} fallback, {method} calibration"

@@ -98,6 +98,7 @@ def main(engine, data, split, data_format, reference, budgets, max_class_drop, t
 def _show_plan(plan: dict) -> None:
     """One line on the budgeted-INT8 decision der-export recorded in the engine."""
     from der_deploy.progress import out_console
+    from der_deploy.tools.bench import plan_checked_on
 
     b, fp = plan.get("budget", {}), plan.get("excluded", [])
     after = plan.get("after", {}).get("u8s8", {})
@@ -105,4 +106,4 @@ def _show_plan(plan: dict) -> None:
                       f"{plan.get('granularity', 'layer')}s in floating point ({', '.join(fp) or 'none'}); budget ΔmAP >= "
                       f"-{b.get('max_map_drop')} / class ΔAP >= -{b.get('max_class_drop')} pt; measured there "
                       f"ΔmAP {after.get('delta_map_pt', 0):+.2f}, worst class {after.get('worst_class')} "
-                      f"{after.get('worst_delta_ap_pt', 0):+.2f}")
+                      f"{after.get('worst_delta_ap_pt', 0):+.2f} ({plan_checked_on(plan)})")

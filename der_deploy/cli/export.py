@@ -43,30 +43,34 @@ def _load_tensorrt():
               help="Use at most this many calibration images (spread over the folder).")
 @click.option("--budget-data", type=click.Path(path_type=Path), default=None,
               help="Labelled dataset for an INT8 accuracy budget: keep the layers that break it in floating point "
-                   "(both INT8 files are written and checked; refuses when INT8 would no longer pay off).")
+                   "(both INT8 files are written, checked as --budget-backend says; refuses when INT8 would no "
+                   "longer pay off).")
 @click.option("--split", "budget_split", default="val", show_default=True, help="Split of --budget-data to check.")
 @click.option("--max-map-drop", type=click.FloatRange(min=0), default=0.3, show_default=True,
               help="INT8 budget: largest mAP drop vs FP32, in points.")
 @click.option("--max-class-drop", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="INT8 budget: largest AP drop of any class vs FP32, in points.")
 @click.option("--min-speedup", type=click.FloatRange(min=0), default=1.5, show_default=True,
-              help="INT8 budget: refuse when the budgeted U8S8 file is slower than this many times FP32 (ORT CPU, batch 8).")
+              help="INT8 budget: refuse when the budgeted U8S8 file, on --budget-backend, is slower than this many "
+                   "times ONNX Runtime FP32 (CPU, batch 8).")
 @click.option("--budget-backend", type=click.Choice(["ort", "openvino"]), default="ort", show_default=True,
               help="INT8 budget: where the U8S8 file is checked and timed, i.e. where it will be deployed (ONNX "
-                   "Runtime CPU or OpenVINO CPU); speed-ups stay relative to ONNX Runtime FP32. The S8S8 (TensorRT) "
-                   "file is checked on ONNX Runtime either way.")
+                   "Runtime CPU or OpenVINO CPU); speed-ups stay relative to ONNX Runtime FP32. ort also checks the "
+                   "S8S8 (TensorRT) file, on ONNX Runtime; openvino checks only the U8S8 file OpenVINO runs.")
 @click.option("--budget-fallback-precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
               help="INT8 budget: what the layers kept out of INT8 run in on --budget-backend openvino (its inference "
                    "precision; deploy with --precision the same). bf16 needs a CPU with AMX-BF16 or AVX-512 BF16; "
                    "ONNX Runtime runs them in fp32.")
 @click.option("--calibration-method", type=click.Choice(["auto", "minmax", "percentile", "entropy"]), default=None,
               help="INT8 budget: activation ranges from ONNX Runtime's calibrator. auto tries all three on "
-                   "--budget-data before any layer falls back and keeps the one with the smallest error (plain INT8 "
-                   "within budget first, then the smaller mean |Δlogit|): three calibration passes, each cached in "
-                   "its own der.calib[-METHOD].json. percentile and entropy histogram every activation, one batch of 8 "
-                   "images at a time (memory: one batch's activations); entropy's threshold search takes seconds per "
-                   "tensor on deep trunks, so it dominates the search on resnet101 -- pick a method to skip it "
-                   "[default: auto with --budget-data; plain --int8 uses minmax].")
+                   "--budget-data before any layer falls back and keeps the one with the smallest error (mean "
+                   "|Δlogit| vs FP32; per-class AP on a few hundred images is too noisy to choose by): three "
+                   "calibration passes, each cached in its own der.calib[-METHOD].json. percentile and entropy "
+                   "histogram every activation tensor, fed "
+                   "one batch of 8 images at a time so that memory stays at one batch's activations whatever "
+                   "--calib-max is; their time grows with the activations (pixels x channels x images), so on big "
+                   "trunks pick one method to skip the other passes [default: auto with --budget-data; plain --int8 "
+                   "uses minmax].")
 @click.option("--decode", type=click.Choice(["full", "draft"]), default=None,
               help="Image decoding written into the card [default: the checkpoint's, from der-train --decode]. draft "
                    "shrinks large JPEGs on load (faster, less memory); for a model trained with full decoding, check "
@@ -119,6 +123,9 @@ def main(model, output, fp16, int8, calib, calib_max, budget_data, budget_split,
                            or calibration_method not in (None, "minmax")):
         raise click.UsageError("--budget-backend, --budget-fallback-precision and --calibration-method (other than "
                                "minmax) tune the INT8 budget search; add --budget-data DATA")
+    if trt and budget is not None and budget_backend != "ort":
+        raise click.UsageError("--budget-backend openvino checks only the file OpenVINO runs; for a TensorRT engine use "
+                               "--budget-backend ort, which also checks the S8S8 file TensorRT builds from")
     if not trt and (workspace is not None or timing_cache is not None):
         raise click.UsageError("--workspace and --timing-cache are TensorRT options; add --trt")
     triton = _triton_args(model, triton_repo, triton_name, triton_backend, max_batch, instances, trt, engine_backend,
@@ -144,7 +151,10 @@ def main(model, output, fp16, int8, calib, calib_max, budget_data, budget_split,
     names = variant_paths(base)
     want_fp16 = fp16 or (trt and not int8)
     wanted = ([] if from_onnx else ["fp32"]) + (["fp16"] if want_fp16 else []) + (["int8", "calib"] if int8 else [])
-    wanted += (["s8s8"] if int8 and (trt or budget) else []) + (["plan"] if trt else [])
+    # The S8S8 (TensorRT) file is written for --trt, and with an ORT budget (which checks it too); an OpenVINO
+    # budget checks only the U8S8 file it deploys, so it would leave an unchecked S8S8 file behind.
+    s8s8 = int8 and (trt or (budget is not None and budget.get("backend", "ort") == "ort"))
+    wanted += (["s8s8"] if s8s8 else []) + (["plan"] if trt else [])
     for key in wanted:
         check_writable(names[key])
     if timing_cache is not None:
@@ -157,7 +167,7 @@ def main(model, output, fp16, int8, calib, calib_max, budget_data, budget_split,
         from der_deploy.errors import CheckpointError
 
         raise CheckpointError(f"{model}: no such file; pass a checkpoint written by der-train (or an .onnx)")
-    rows = export_chain(model, names, fp16=want_fp16, int8=int8, s8s8=int8 and (trt or budget is not None),
+    rows = export_chain(model, names, fp16=want_fp16, int8=int8, s8s8=s8s8,
                         calib=calib, calib_max=calib_max, cadm=cadm, decode=decode, profile=profile, opset=opset, samples=samples,
                         budget=budget)
     if trt_export is not None:

@@ -111,8 +111,9 @@ def _export(setup, out, *extra, reuse=None):
     shutil.copy(setup["cache"], out / "der.calib.json")  # same FP32 bytes + images: a cache hit
     if reuse is not None:  # the sensitivity of an earlier run on the same data and ranges
         shutil.copy(reuse / "der.int8-sensitivity.json", out / "der.int8-sensitivity.json")
+    # minmax pinned: these tests are about the layer search from the plain files measured in `setup`
     args = [str(model), "--int8", "--calib", str(setup["calib"]), "--calib-max", str(CALIB_MAX), "--budget-data",
-            str(setup["data"]), "--split", "val", *extra]
+            str(setup["data"]), "--split", "val", "--calibration-method", "minmax", *extra]
     return CliRunner().invoke(export_main, args, catch_exceptions=False), out
 
 
@@ -134,6 +135,8 @@ def test_budgeted_export_meets_the_budget_the_plain_files_violate(setup, budgete
     assert max(-setup["drops"][s][1].min() for s in ("u8s8", "s8s8")) > budget  # a plain file is over it
     plan = json.loads(_meta(out / "der.int8.onnx")[PLAN_KEY])
     assert plan["excluded"] and plan["met"] and plan["budget"]["max_class_drop"] == budget
+    assert plan["version"] == 2 and plan["backend"] == "ort" and plan["fallback_precision"] == "fp32"
+    assert plan["calibration"]["method"] == "minmax" and set(plan["checked_on"]) == {"u8s8", "s8s8"}
     assert json.loads(_meta(out / "der.int8-s8s8.onnx")[PLAN_KEY])["nodes"] == plan["nodes"]
     for name in plan["excluded"]:
         assert name in res.output  # the decision table names the layers kept in floating point
@@ -145,30 +148,46 @@ def test_budgeted_export_meets_the_budget_the_plain_files_violate(setup, budgete
 
 
 def test_s8s8_file_carries_the_same_exclusions(setup, budgeted):
+    from der_deploy.export.graph import load_onnx
+    from der_deploy.export.quantize import quantize_int8
+    from der_deploy.export.sensitivity import quant_units
+
     _, out, _ = budgeted
     plan = json.loads(_meta(out / "der.int8.onnx")[PLAN_KEY])
-    convs = [n for n in plan["nodes"] if "Conv" in n]
-    assert convs, plan["nodes"]
     for path, half in ((out / "der.int8-s8s8.onnx", True), (out / "der.int8.onnx", False)):
-        g = onnx.load(str(path)).graph
-        prod = {o: n for n in g.node for o in n.output}
-        inits = {i.name: i for i in g.initializer}
-        nodes = {n.name: n for n in g.node}
-        for name in plan["nodes"]:
-            node = nodes[name]
-            for t in node.input:  # no Q feeds it and its weights are not dequantized int8
-                assert t not in prod or prod[t].op_type != "QuantizeLinear"
-            if node.op_type == "Conv":
-                w = node.input[1]
-                assert w in inits and w not in prod, f"{path.name}: {name} weight comes from {prod.get(w)}"
-                want = onnx.TensorProto.FLOAT16 if half else onnx.TensorProto.FLOAT
-                assert inits[w].data_type == want
+        _check_kept_in_fp(path, plan["nodes"], half)
+    # What the search keeps depends on the trained model (one residual Add was enough on one training of it), so a
+    # Conv unit is also kept in FP here directly, the way the plan's files are written.
+    conv = next(u for u in quant_units(load_onnx(setup["src"]))[0] if u.name == "layer4.1.conv2")
+    for scheme, half in (("s8s8", True), ("u8s8", False)):
+        path = quantize_int8(setup["src"], setup["dir"] / f"conv-kept.{scheme}.onnx", setup["calib"], scheme=scheme,
+                             calib_max=CALIB_MAX, cache=setup["cache"], exclude=conv.nodes, half_excluded=half,
+                             require_cached=True)
+        _check_kept_in_fp(path, conv.nodes, half)
+    convs = [n for n in (*plan["nodes"], *conv.nodes) if "Conv" in n]
+    assert convs
     plain = onnx.load(str(setup["plain"]["s8s8"])).graph  # while the plain S8S8 file quantizes those same Convs
     prod = {o: n for n in plain.node for o in n.output}
     for n in plain.node:
         if n.name in convs:
             assert prod[n.input[1]].op_type == "DequantizeLinear"
             assert prod[n.input[0]].op_type == "DequantizeLinear"
+
+
+def _check_kept_in_fp(path, names, half):
+    g = onnx.load(str(path)).graph
+    prod = {o: n for n in g.node for o in n.output}
+    inits = {i.name: i for i in g.initializer}
+    nodes = {n.name: n for n in g.node}
+    for name in names:
+        node = nodes[name]
+        for t in node.input:  # no Q feeds it and its weights are not dequantized int8
+            assert t not in prod or prod[t].op_type != "QuantizeLinear", f"{path.name}: {name} reads a Q"
+        if node.op_type == "Conv":
+            w = node.input[1]
+            assert w in inits and w not in prod, f"{path.name}: {name} weight comes from {prod.get(w)}"
+            want = onnx.TensorProto.FLOAT16 if half else onnx.TensorProto.FLOAT
+            assert inits[w].data_type == want
 
 
 def test_impossible_budget_is_refused_and_writes_no_int8_file(setup, budgeted):
@@ -189,3 +208,70 @@ def test_budget_needs_int8():
 
 def _meta(path):
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def test_budget_backend_options_are_checked_before_any_work(tmp_path):
+    base = ["x.onnx", "--int8", "--calib", str(tmp_path), "-o", str(tmp_path / "der.onnx")]
+    res = CliRunner().invoke(export_main, [*base, "--budget-data", str(tmp_path), "--budget-fallback-precision", "bf16"])
+    assert res.exit_code == 2 and "--budget-fallback-precision bf16 needs --budget-backend openvino" in res.output
+    res = CliRunner().invoke(export_main, [*base, "--budget-backend", "openvino"])
+    assert res.exit_code == 2 and "add --budget-data DATA" in res.output
+    res = CliRunner().invoke(export_main, [*base, "--calibration-method", "entropy"])
+    assert res.exit_code == 2 and "add --budget-data DATA" in res.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_minmax_ranges_are_the_ones_quantize_static_computes_itself(setup, tmp_path):
+    """der.calib.json files written before the calibration methods existed stay valid: same key, same ranges."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+
+    from der_deploy.export.calibration import CalibrationReader, calibration_images, calibration_key
+
+    paths = calibration_images(setup["calib"], CALIB_MAX)
+    quantize_static(str(setup["src"]), str(tmp_path / "q.onnx"), CalibrationReader(paths, setup["card"]),
+                    quant_format=QuantFormat.QDQ, calibrate_method=CalibrationMethod.MinMax,
+                    calibration_cache_path=str(tmp_path / "own.json"))
+    ours = json.loads(setup["cache"].read_text())
+    assert ours["data"] == json.loads((tmp_path / "own.json").read_text())["data"]
+    assert ours["der_deploy"]["key"] == calibration_key(setup["src"], paths, setup["card"])
+
+
+def test_each_method_has_its_own_cache_and_the_plan_decides_the_method(setup, tmp_path):
+    from der_deploy.errors import DerError
+    from der_deploy.export.calibration import method_cache
+    from der_deploy.export.quantize import quantize_int8
+
+    cache = tmp_path / "der.calib.json"
+    shutil.copy(setup["cache"], cache)
+    stamp = os.stat(cache).st_mtime_ns
+    with pytest.raises(ExportError, match="calibration ranges missing or stale"):
+        quantize_int8(setup["src"], tmp_path / "p.onnx", setup["calib"], calib_max=CALIB_MAX, cache=cache,
+                      method="percentile", require_cached=True)
+    pct = quantize_int8(setup["src"], tmp_path / "p.onnx", setup["calib"], calib_max=CALIB_MAX, cache=cache,
+                        method="percentile")
+    stored = json.loads(method_cache(cache, "percentile").read_text())
+    assert method_cache(cache, "percentile").name == "der.calib-percentile.json"
+    assert stored["calibration_method"]["value"] == "CalibrationMethod.Percentile"
+    assert os.stat(cache).st_mtime_ns == stamp  # the minmax cache is left alone
+    # percentile cuts the tails: some activation range is strictly inside minmax's
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    minmax, pcts = (load_tensors_data(c).data for c in (cache, method_cache(cache, "percentile")))
+    assert set(minmax) == set(pcts)
+    assert any(float(np.ravel(pcts[k].range_value[1])[0]) < float(np.ravel(minmax[k].range_value[1])[0]) - 1e-6
+               for k in minmax)
+    # a plan that records percentile makes quantize_int8 use its ranges, without being told the method
+    plan = json.dumps({"calibration": {"method": "percentile"}})
+    planned = quantize_int8(setup["src"], tmp_path / "planned.onnx", setup["calib"], calib_max=CALIB_MAX, cache=cache,
+                            plan=plan)
+    assert _inits(planned) == _inits(pct) and _inits(planned) != _inits(setup["plain"]["u8s8"])
+    with pytest.raises(DerError, match="contradicts the INT8 plan"):
+        quantize_int8(setup["src"], tmp_path / "x.onnx", setup["calib"], calib_max=CALIB_MAX, cache=cache, plan=plan,
+                      method="minmax")
+
+
+def _inits(path):
+    from onnx import numpy_helper
+
+    return {i.name: numpy_helper.to_array(i).tobytes() for i in onnx.load(str(path)).graph.initializer
+            if "scale" in i.name}
