@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from trained_cache import generated_voc, trained_model
 
 os.environ.setdefault("DER_NO_PROGRESS", "1")
 
@@ -24,58 +25,14 @@ def tiny_recipe() -> dict:
     return dict(TINY)
 
 
-def _dev_cache(name: str) -> Path | None:
-    """Developers only: DER_TEST_CACHE=DIR keeps the generated data and the trained model between pytest runs
-    (CI never sets it, so CI always generates and trains afresh). The key is the recipe itself."""
-    root = os.environ.get("DER_TEST_CACHE")
-    if not root:
-        return None
-    import hashlib
-    import json
-
-    key = hashlib.sha256(json.dumps(TINY, sort_keys=True).encode()).hexdigest()[:12]
-    return Path(root) / key / name
-
-
 @pytest.fixture(scope="session")
 def synth_voc(tmp_path_factory) -> Path:
-    from der_deploy.synth import generate
-
-    cached = _dev_cache("voc")
-    if cached is not None and (cached / ".complete").exists():
-        return cached
-    out = cached if cached is not None else tmp_path_factory.mktemp("synth") / "voc"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    generate(out, classes=TINY["classes"], images=TINY["images"], seed=0, size=TINY["image_size"],
-             **({"overwrite": True} if cached is not None else {}))
-    if cached is not None:
-        (cached / ".complete").touch()
-    return out
+    return generated_voc(TINY, tmp_path_factory, seed=0)
 
 
 @pytest.fixture(scope="session")
 def trained_ckpt(synth_voc, tmp_path_factory) -> Path:
-    from der_deploy.train.engine import TrainConfig, train
-
-    from der_deploy.train.engine import last_path_for
-
-    cached = _dev_cache("model/tiny.pt")
-    if cached is not None and cached.exists() and last_path_for(cached).exists():
-        return cached
-    if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-    # Train beside the cache entry and publish it whole, so a concurrent run never sees a half-trained model.
-    out = cached.with_name(f"tiny.{os.getpid()}.pt") if cached is not None else tmp_path_factory.mktemp("model") / "tiny.pt"
-    cfg = TrainConfig(
-        data=synth_voc, output=out, arch=TINY["arch"], input_size=TINY["input_size"], epochs=TINY["epochs"],
-        batch_size=TINY["batch_size"], lr=TINY["lr"], lr_step=TINY["lr_step"], workers=0, seed=0,
-    )
-    result = train(cfg)
-    if cached is not None:  # the last checkpoint too (tests read its history), published before the best
-        os.replace(result.last_path, last_path_for(cached))
-        os.replace(result.best_path, cached)
-        return cached
-    return result.best_path
+    return trained_model(TINY, synth_voc, tmp_path_factory, name="tiny")
 
 
 @pytest.fixture(scope="session")

@@ -44,3 +44,16 @@ def parse_size(text: str) -> tuple[int, int]:
     if len(parts) != 2 or min(parts) <= 0:
         raise click.BadParameter(f"{text!r} is not a size; use N or HxW, e.g. 448 or 384x512")
     return parts[0], parts[1]
+
+
+_DRAFT = ("draft shrinks JPEGs on load (DCT scaling to the smallest 1/2, 1/4, 1/8 that still covers the input size: "
+          "faster and less memory for camera-size photos)")
+
+
+def decode_option(default: str | None, note: str) -> Callable[[F], F]:
+    """--decode for every command that writes a card (der-train, der-export); one text for what draft does."""
+    from ..artifact.card import DECODE_MODES
+
+    return click.option("--decode", type=click.Choice(DECODE_MODES), default=default, show_default=default is not None,
+                        help=f"Image decoding written into the card, so that every runtime decodes the same way. "
+                             f"{_DRAFT}. {note}")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from ._common import handle_errors
+from ._common import decode_option, handle_errors
 
 
 def _profile(ctx, param, value):
@@ -71,10 +71,8 @@ def _load_tensorrt():
                    "--calib-max is; their time grows with the activations (pixels x channels x images), so on big "
                    "trunks pick one method to skip the other passes [default: auto with --budget-data; plain --int8 "
                    "uses minmax].")
-@click.option("--decode", type=click.Choice(["full", "draft"]), default=None,
-              help="Image decoding written into the card [default: the checkpoint's, from der-train --decode]. draft "
-                   "shrinks large JPEGs on load (faster, less memory); for a model trained with full decoding, check "
-                   "the change with der-eval --reference.")
+@decode_option(None, "[default: the checkpoint's, from der-train --decode] For a model trained with full decoding, "
+                     "check the change with der-eval --reference.")
 @click.option("--cadm", is_flag=True, help="Add the 'cadm' output (N x C x h x w class activation maps, for heat maps).")
 @click.option("--batch", "profile", default="1:32", show_default=True, callback=_profile,
               help="Batch range MIN:MAX or MIN:OPT:MAX (the TensorRT profile; ONNX batch is always dynamic).")

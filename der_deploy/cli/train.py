@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ._common import handle_errors, parse_size
+from ._common import decode_option, handle_errors, parse_size
 
 FORMAT_CHOICES = ("voc", "coco", "nuswide", "csv")
 
@@ -67,10 +67,7 @@ def _size(ctx, param, value):
               help="Mixed precision for the training forward pass: bf16 (CPU or a bfloat16 GPU) or fp16 (CUDA, "
                    "with loss scaling); losses, weights and validation stay float32. Default off, or the resumed "
                    "checkpoint's value.")
-@click.option("--decode", type=click.Choice(["full", "draft"]), default="full", show_default=True,
-              help="Image decoding, stored in the card so that every runtime decodes the same way: draft shrinks "
-                   "JPEGs on load (DCT scaling to the smallest 1/2, 1/4, 1/8 that covers the input size; faster for "
-                   "camera-size photos). A resumed run must use its checkpoint's mode.")
+@decode_option("full", "A resumed run must use its checkpoint's mode.")
 @click.option("--precise-bn", default=0, show_default=True, type=click.IntRange(0, None), metavar="N",
               help="After every epoch, re-estimate the BatchNorm statistics with that epoch's weights on the first N "
                    "training images (deployment preprocessing), before validating and saving; 0 = off. Short runs of "

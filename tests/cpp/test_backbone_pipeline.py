@@ -7,7 +7,6 @@ RECIPE), like the session's tiny resnet18.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -19,19 +18,12 @@ import numpy as np
 import pytest
 
 from test_cpp_parity import assert_same, both, records
+from trained_cache import generated_voc, trained_model
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 RECIPE = dict(arch="mobilenet_v3_small", input_size=(64, 64), classes=4, images=300, image_size=64, epochs=3,
               batch_size=16, lr=0.01, lr_step=2, seed=0, precise_bn=1000)
-
-
-def _cached(name: str) -> Path | None:
-    root = os.environ.get("DER_TEST_CACHE")
-    if not root:
-        return None
-    key = hashlib.sha256(json.dumps(RECIPE, sort_keys=True).encode()).hexdigest()[:12]
-    return Path(root) / f"backbone-{key}" / name
 
 
 def _run(cmd, timeout=600):
@@ -41,18 +33,7 @@ def _run(cmd, timeout=600):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    from der_deploy.synth import generate
-
-    cached = _cached("voc")
-    if cached is not None and (cached / ".complete").exists():
-        return cached
-    out = cached if cached is not None else tmp_path_factory.mktemp("bb") / "voc"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    generate(out, classes=RECIPE["classes"], images=RECIPE["images"], seed=5, size=RECIPE["image_size"],
-             overwrite=True)
-    if cached is not None:
-        (cached / ".complete").touch()
-    return out
+    return generated_voc(RECIPE, tmp_path_factory, seed=5, prefix="backbone-")
 
 
 @pytest.fixture(scope="module")
@@ -61,21 +42,7 @@ def ckpt(data, tmp_path_factory) -> Path:
     statistics of a run this short far from the weights and its eval-mode outputs nearly constant
     (train/batchnorm.py); re-estimated after every epoch, the model answers per image and INT8 calibrates real
     ranges."""
-    from der_deploy.train.engine import TrainConfig, train
-
-    cached = _cached("model.pt")
-    if cached is not None and cached.exists():
-        return cached
-    folder = cached.parent if cached is not None else tmp_path_factory.mktemp("bb-model")
-    folder.mkdir(parents=True, exist_ok=True)
-    keys = ("arch", "input_size", "epochs", "batch_size", "lr", "lr_step", "seed", "precise_bn")
-    result = train(TrainConfig(data=data, output=folder / f"model.{os.getpid()}.pt", workers=0,
-                               **{k: RECIPE[k] for k in keys}))
-    result.last_path.unlink()
-    if cached is None:
-        return result.best_path
-    os.replace(result.best_path, cached)  # published whole: a concurrent run never sees half a model
-    return cached
+    return trained_model(RECIPE, data, tmp_path_factory, name="model", prefix="backbone-")
 
 
 # Plain INT8 (minmax U8S8) of this trained MobileNetV3 misses der-export's INT8 verification tolerance (mean

@@ -15,7 +15,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
-from sklearn.metrics import average_precision_score
+from sklearn_ref import sklearn_ap, sklearn_map
 
 from der_deploy.artifact.keys import INT8_PLAN_KEY
 from der_deploy.cli.export import main as export_main
@@ -46,18 +46,9 @@ def _ov(path, x, hint="f32"):
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def _ap(scores, targets):
-    out = []
-    for c in range(targets.shape[1]):
-        keep = targets[:, c] != -1
-        pos = targets[keep, c] == 1
-        out.append(average_precision_score(pos, scores[keep, c]) if pos.any() else np.nan)
-    return np.array(out)
-
-
 def _summary(out, ref, targets):
-    d_ap = (_ap(out["scores"], targets) - _ap(ref["scores"], targets)) * 100
-    return {"delta_map_pt": float(np.nanmean(_ap(out["scores"], targets)) - np.nanmean(_ap(ref["scores"], targets))) * 100,
+    d_ap = (sklearn_ap(out["scores"], targets) - sklearn_ap(ref["scores"], targets)) * 100
+    return {"delta_map_pt": (sklearn_map(out["scores"], targets) - sklearn_map(ref["scores"], targets)) * 100,
             "worst_delta_ap_pt": float(np.nanmin(d_ap)), "d_ap": d_ap,
             "logit_err": float(np.mean(np.abs(out["logits"] - ref["logits"])))}
 

@@ -97,6 +97,17 @@ def test_der_export_writes_the_limit(tiny_onnx, tmp_path):
     assert res.exit_code == 2 and "--triton-max-pixels" in res.output
 
 
+
+def test_write_repository_refuses_a_negative_limit(tiny_onnx, tmp_path):
+    """The library call refuses what the CLI's IntRange refuses, before anything is written."""
+    from der_deploy.errors import ExportError
+    from der_deploy.serve.repository import write_repository
+
+    with pytest.raises(ExportError, match=r"--triton-max-pixels must be >= 0 \(0: no limit\), got -1"):
+        write_repository(tiny_onnx, tmp_path / "repo", max_pixels=-1)
+    assert not (tmp_path / "repo").exists()
+    assert _written_limit(write_repository(tiny_onnx, tmp_path / "ok", max_pixels=7).root) == ("7", 7)
+
 # --- der-infer (local): --max-pixels ---------------------------------------------------------------------------
 
 def _records(args) -> tuple[subprocess.CompletedProcess, list[dict]]:

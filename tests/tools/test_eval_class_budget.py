@@ -11,21 +11,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from sklearn.metrics import average_precision_score
+from sklearn_ref import sklearn_ap
 
 from der_deploy.tools.evaluate import evaluate
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
-
-
-def _sk_ap(probs, targets):
-    out = []
-    for c in range(targets.shape[1]):
-        keep = targets[:, c] != -1
-        out.append(average_precision_score(targets[keep, c] == 1, probs[keep, c]) if (targets[keep, c] == 1).any()
-                   else np.nan)
-    return np.array(out)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +33,7 @@ def drop(int8, synth_voc, trained_ckpt):
     from der_deploy.tools.evaluate import collect
 
     card, probs, ref, targets = collect(int8, synth_voc, split="val", reference=trained_ckpt)
-    delta = (_sk_ap(probs, targets) - _sk_ap(ref, targets)) * 100
+    delta = (sklearn_ap(probs, targets) - sklearn_ap(ref, targets)) * 100
     worst = int(np.nanargmin(delta))
     return card.classes[worst], float(delta[worst])
 

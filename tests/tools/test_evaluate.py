@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score, f1_score
+from sklearn.metrics import f1_score
+from sklearn_ref import sklearn_map
 
 from der_deploy.errors import DerError
 from der_deploy.artifact import read_card
@@ -16,15 +17,6 @@ from der_deploy.tools.evaluate import DEFAULT_BUDGETS, engine_precision, evaluat
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
-
-
-def sklearn_map(probs: np.ndarray, targets: np.ndarray) -> float:
-    aps = []
-    for c in range(targets.shape[1]):
-        keep = targets[:, c] != -1
-        if (targets[keep, c] == 1).any():
-            aps.append(average_precision_score(targets[keep, c] == 1, probs[keep, c]))
-    return float(np.mean(aps))
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from sklearn.metrics import average_precision_score
+from sklearn_ref import sklearn_map
 
 from der_deploy.artifact.card import ModelCard
 from der_deploy.cli.table import main as cli
@@ -18,15 +18,6 @@ from der_deploy.tools.paper_table import group_rows, method_name, paper_table, r
 from der_deploy.train.checkpoint import save_checkpoint
 from der_deploy.train.engine import TrainConfig
 from der_deploy.train.model import DER
-
-
-def sklearn_map(scores: np.ndarray, targets: np.ndarray) -> float:
-    aps = []
-    for c in range(targets.shape[1]):
-        keep = targets[:, c] != -1
-        if (targets[keep, c] == 1).any():
-            aps.append(average_precision_score(targets[keep, c] == 1, scores[keep, c]))
-    return float(np.mean(aps))
 
 
 @pytest.mark.slow
