@@ -47,7 +47,7 @@ def check_budget_backend(backend: str, fallback_precision: str) -> None:
                            "(ONNX Runtime CPU runs the layers kept out of INT8 in FP32)")
         return
     from der_deploy.backends.openvino.cpu import FLAGS, NATIVE, cpu_info, native_precisions, openvino_capabilities
-    from der_deploy.backends.openvino.runner import import_openvino
+    from der_deploy.backends.openvino.core import import_openvino
 
     import_openvino()  # BackendUnavailable with the pip line
     if fallback_precision == "fp32":
@@ -78,7 +78,7 @@ class Target:
             import onnxruntime
 
             return f"onnxruntime {onnxruntime.__version__} CPU"
-        from der_deploy.backends.openvino.runner import import_openvino
+        from der_deploy.backends.openvino.core import import_openvino
 
         return f"openvino {import_openvino().get_version().split('-')[0]} CPU {self.precision}"
 

@@ -78,11 +78,14 @@ def cpu_info(path: str | Path = "/proc/cpuinfo") -> CpuInfo:
 def openvino_capabilities(core=None) -> list[str] | None:
     """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` for CPU (e.g. FP32, INT8, BF16), or None when not installed."""
     if core is None:
+        from der_deploy.errors import BackendUnavailable
+
+        from .core import shared_core
+
         try:
-            import openvino as ov
-        except ImportError:
+            core = shared_core()
+        except BackendUnavailable:  # not installed
             return None
-        core = ov.Core()
     return [str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
 
 

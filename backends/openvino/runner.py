@@ -21,25 +21,16 @@ from der_deploy.artifact.files import onnx_metadata
 from der_deploy.errors import BackendUnavailable, EngineError
 
 from ..base import BaseRunner, TensorMeta
+from .core import import_openvino, shared_core
 from .cpu import NATIVE, PRECISIONS, cpu_info, missing_line, openvino_capabilities
 
 MODES = ("latency", "throughput")
 CACHE_ENV = "DER_OV_CACHE_DIR"
-INSTALL_HINT = "OpenVINO is not installed; pip install 'der-deploy[openvino]'"
 # our precision names <-> OpenVINO element type names (INFERENCE_PRECISION_HINT)
 _OV_TYPE = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 _FROM_OV = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "u8": "int8", "i8": "int8"}
 # Runtime-model layer types that do the arithmetic (what INT8 / BF16 speeds up); the rest is glue.
 _COMPUTE = {"Convolution", "FullyConnected", "MatMul", "Deconvolution", "GroupConvolution"}
-
-
-def import_openvino():
-    """The openvino module, or BackendUnavailable with the install line (one line)."""
-    try:
-        import openvino
-    except ImportError:  # also when sys.modules["openvino"] is None
-        raise BackendUnavailable(INSTALL_HINT) from None
-    return openvino
 
 
 def _first_line(err: BaseException, limit: int = 200) -> str:
@@ -130,7 +121,7 @@ class OpenVinoRunner(BaseRunner):
         # A corrupt file gets the same one-line error as on ONNX Runtime, before OpenVINO probes every frontend
         # (its TensorFlow frontend prints parse errors to stderr).
         onnx_metadata(self.path)
-        core = ov.Core()
+        core = shared_core()  # one per process: see core.py
         caps = openvino_capabilities(core)
         self._check_native(caps)
         config = self._config()

@@ -144,7 +144,7 @@ def probe_openvino() -> dict:
     try:
         import openvino as ov
 
-        caps = openvino_capabilities(ov.Core())
+        caps = openvino_capabilities()  # on the process's shared Core
     except Exception as err:
         return _row("openvino", False, _dist_version("openvino") or "?",
                     f"installed but cannot be loaded ({_first_line(err)})", "pip install -U openvino")

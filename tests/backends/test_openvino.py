@@ -20,7 +20,8 @@ ov = pytest.importorskip("openvino")  # the [dev] extra installs it
 from der_deploy.backends.onnxruntime.runner import OnnxRuntimeRunner  # noqa: E402
 from der_deploy.backends.openvino import cpu as cpu_mod  # noqa: E402
 from der_deploy.backends.openvino import runner as ov_mod  # noqa: E402
-from der_deploy.backends.openvino.runner import INSTALL_HINT, OpenVinoRunner  # noqa: E402
+from der_deploy.backends.openvino.core import INSTALL_HINT  # noqa: E402
+from der_deploy.backends.openvino.runner import OpenVinoRunner  # noqa: E402
 from der_deploy.backends.registry import open_runner  # noqa: E402
 
 N_IMAGES = 96  # of the synthetic test split: enough for label-agreement fractions, cheap on 2 cores

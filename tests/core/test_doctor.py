@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from der_deploy.cli import doctor
+from der_deploy.backends.openvino.core import shared_core  # one Core per process (see there)
 
 BIN = Path(sys.executable).parent
 
@@ -210,7 +211,7 @@ def test_cpu_section_matches_proc_cpuinfo():
         import openvino as ov
 
         assert rows["openvino"]["ok"] and rows["openvino"]["version"] == ov.__version__.split("-")[0]
-        caps = [str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+        caps = [str(c) for c in shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
         assert cpu["openvino_capabilities"] == caps
         assert ("bf16" in cpu["openvino_native"]) is ("BF16" in caps)
     text = _run().stdout

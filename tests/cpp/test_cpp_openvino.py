@@ -20,10 +20,11 @@ import numpy as np
 import pytest
 
 from cpp_corpus import make_bad, make_photos
+from der_deploy.backends.openvino.core import shared_core  # one Core per process (see there)
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 try:  # the build takes OpenVINO from this same wheel (scripts/cpp_build.sh); the [dev] extra installs it
-    import openvino as ov
+    import openvino  # noqa: F401
 except ImportError:
     if IN_CI:
         raise
@@ -44,7 +45,7 @@ def run(cmd, cwd=None, timeout=600, **env_extra):
 
 
 def cpu_has(capability: str) -> bool:
-    return capability in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return capability in shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def python_openvino(engine: Path, paths: list[Path], precision: str = "f32"):
 
     card = read_card(engine)
     x = stack([load_and_preprocess(p, card) for p in paths])
-    core = ov.Core()
+    core = shared_core()
     compiled = core.compile_model(core.read_model(str(engine)), "CPU",
                                   {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"})
     assert compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == precision
@@ -210,7 +211,7 @@ def summary_of(err: str) -> str:
 def test_throughput_mode_gives_the_records_of_latency_mode(cpp_ov, tiny_onnx, files, tmp_path):
     latency, _ = cpp_records(cpp_ov, tiny_onnx, files, tmp_path, name="latency")
     throughput, err = cpp_records(cpp_ov, tiny_onnx, files, tmp_path, "--mode", "throughput", name="throughput")
-    compiled = ov.Core().compile_model(str(tiny_onnx), "CPU", {"PERFORMANCE_HINT": "THROUGHPUT"})
+    compiled = shared_core().compile_model(str(tiny_onnx), "CPU", {"PERFORMANCE_HINT": "THROUGHPUT"})
     n = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
     assert f" CPU fp32, throughput, {n} request{'s' if n != 1 else ''} (" in summary_of(err), err
     probs, card = python_openvino(tiny_onnx, files)

@@ -21,6 +21,7 @@ from der_deploy.artifact.keys import INT8_PLAN_KEY
 from der_deploy.cli.export import main as export_main
 from der_deploy.datasets import open_dataset
 from der_deploy.images import load_and_preprocess, stack
+from der_deploy.backends.openvino.core import shared_core  # one Core per process (see there)
 
 pytestmark = pytest.mark.slow
 ov = pytest.importorskip("openvino")
@@ -35,7 +36,7 @@ def _ort(path, x):
 
 
 def _ov(path, x, hint="f32"):
-    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": hint,
+    compiled = shared_core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": hint,
                                                           "PERFORMANCE_HINT": "LATENCY"})
     request, out = compiled.create_infer_request(), {"logits": [], "scores": []}
     for i in range(0, len(x), 32):

@@ -10,7 +10,10 @@ Checked against cuda-bindings 13.5 on a driverless machine and the cuda-python s
 - the current device is per host thread (``cudaSetDevice`` affects only the calling thread).
 
 "Device" memory is real host memory, so copies really move bytes. Each allocation and stream remembers
-the device that was current when it was made, so tests can catch work issued on the wrong GPU.
+the device that was current when it was made, so tests can catch work issued on the wrong GPU. Every
+allocation has pages of its own, and freeing it makes them inaccessible for good (as real freed pinned memory
+is unmapped): a read or write through a stale pointer or numpy view then faults at that line, instead of
+scribbling on memory Python's allocator has handed out again.
 """
 from __future__ import annotations
 
@@ -20,6 +23,41 @@ import threading
 import types
 
 INSUFFICIENT_DRIVER = 35
+
+
+class _Pages:
+    """Anonymous mmap per allocation; retired allocations stay mapped PROT_NONE (physical pages dropped), so their
+    addresses are never reused and any later access faults."""
+
+    PROT_NONE, PROT_RW, MAP_PRIVATE_ANON, MADV_DONTNEED = 0, 3, 0x22, 4
+
+    def __init__(self):
+        self._libc = None
+
+    def _c(self):
+        if self._libc is None:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.mmap.restype = ctypes.c_void_p
+            libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                  ctypes.c_long]
+            for name in ("mprotect", "madvise"):
+                getattr(libc, name).argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+            self._libc = libc
+        return self._libc
+
+    def map(self, nbytes: int) -> int:
+        ptr = self._c().mmap(None, max(int(nbytes), 1), self.PROT_RW, self.MAP_PRIVATE_ANON, -1, 0)
+        if ptr in (None, ctypes.c_void_p(-1).value):
+            raise MemoryError(f"fake cudart: mmap of {nbytes} bytes failed (errno {ctypes.get_errno()})")
+        return ptr
+
+    def retire(self, ptr: int, nbytes: int) -> None:
+        libc, size = self._c(), max(int(nbytes), 1)
+        if libc.madvise(ptr, size, self.MADV_DONTNEED) or libc.mprotect(ptr, size, self.PROT_NONE):
+            raise OSError(ctypes.get_errno(), "fake cudart: retiring freed memory failed")
+
+
+_pages = _Pages()
 
 
 class FakeCudart(types.ModuleType):
@@ -48,8 +86,8 @@ class FakeCudart(types.ModuleType):
         super().__init__("fake_cudart")
         self.gpus = list(gpus)
         self.driver, self.runtime = driver, runtime
-        self.device: dict[int, ctypes.Array] = {}
-        self.host: dict[int, ctypes.Array] = {}
+        self.device: dict[int, int] = {}  # live allocations: pointer -> size in bytes
+        self.host: dict[int, int] = {}
         self.owner: dict[int, int] = {}  # device pointer or stream handle -> device it belongs to
         self.streams: set[int] = set()
         self.copies: list[tuple[str, int]] = []
@@ -114,9 +152,8 @@ class FakeCudart(types.ModuleType):
 
     # --- memory and streams ------------------------------------------------------------------
     def _alloc(self, table, nbytes):
-        buf = ctypes.create_string_buffer(nbytes)
-        ptr = ctypes.addressof(buf)
-        table[ptr] = buf
+        ptr = _pages.map(nbytes)
+        table[ptr] = nbytes
         self.owner[ptr] = self.current()
         return (self.ok, ptr)
 
@@ -126,11 +163,19 @@ class FakeCudart(types.ModuleType):
     def cudaMallocHost(self, nbytes):
         return self._alloc(self.host, nbytes)
 
+    @staticmethod
+    def _free(table, ptr):
+        nbytes = table.pop(ptr, None)
+        if nbytes is None:
+            return (FakeCudart.cudaError_t.cudaErrorInvalidValue,)
+        _pages.retire(ptr, nbytes)
+        return (FakeCudart.cudaError_t.cudaSuccess,)
+
     def cudaFree(self, ptr):
-        return (self.ok,) if self.device.pop(ptr, None) is not None else (self.cudaError_t.cudaErrorInvalidValue,)
+        return self._free(self.device, ptr)
 
     def cudaFreeHost(self, ptr):
-        return (self.ok,) if self.host.pop(ptr, None) is not None else (self.cudaError_t.cudaErrorInvalidValue,)
+        return self._free(self.host, ptr)
 
     def cudaStreamCreate(self):
         s = self.Stream(self._next_stream)
@@ -149,7 +194,7 @@ class FakeCudart(types.ModuleType):
 
     @staticmethod
     def _fits(table, ptr, nbytes):
-        return ptr in table and nbytes <= ctypes.sizeof(table[ptr])
+        return ptr in table and nbytes <= table[ptr]
 
     def cudaMemcpyAsync(self, dst, src, nbytes, kind, stream):
         # CUDA lets a copy go to a stream of another device (unified addressing); kernels are what fail.

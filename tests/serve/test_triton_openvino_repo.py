@@ -13,6 +13,7 @@ import pytest
 
 from der_deploy.errors import ExportError
 from der_deploy.serve.repository import parse_pbtxt, write_repository
+from der_deploy.backends.openvino.core import shared_core  # one Core per process (see there)
 
 
 def _config(repo, model="der"):
@@ -46,9 +47,9 @@ def test_openvino_backend_latency_single_instance_fp32(tiny_onnx, tmp_path):
 
 
 def test_openvino_repository_engine_loads_in_openvino(tiny_onnx, tmp_path):
-    ov = pytest.importorskip("openvino")
+    pytest.importorskip("openvino")
     write_repository(tiny_onnx, tmp_path / "repo", backend="openvino")
-    model = ov.Core().read_model(str(tmp_path / "repo" / "der" / "1" / "model.onnx"))
+    model = shared_core().read_model(str(tmp_path / "repo" / "der" / "1" / "model.onnx"))
     assert [p.get_any_name() for p in model.inputs] == ["images"]
     assert model.inputs[0].get_partial_shape()[0].is_dynamic  # Triton batches: the batch dimension stays dynamic
 

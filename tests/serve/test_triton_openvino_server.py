@@ -14,12 +14,11 @@ import tritonclient.http as httpclient  # noqa: E402
 
 from der_deploy.serve.repository import write_repository  # noqa: E402
 from der_deploy.serve.server import ServeError  # noqa: E402
+from der_deploy.backends.openvino.core import shared_core  # one Core per process (see there)
 
 
 def _native_bf16() -> bool:
-    import openvino as ov
-
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return "BF16" in shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 @pytest.fixture(scope="module")

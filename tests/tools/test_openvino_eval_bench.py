@@ -13,14 +13,13 @@ import pytest
 pytest.importorskip("openvino")
 
 from der_deploy.tools.evaluate import DEFAULT_BUDGETS, evaluate  # noqa: E402
+from der_deploy.backends.openvino.core import shared_core  # one Core per process (see there)
 
 BIN = Path(sys.executable).parent
 
 
 def _native_bf16() -> bool:
-    import openvino as ov
-
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return "BF16" in shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def test_eval_on_openvino_fp32_matches_onnx_runtime(tiny_onnx, synth_voc, trained_ckpt):

@@ -17,6 +17,16 @@
 namespace der {
 namespace {
 
+// One ov::Core per process, alive until exit (backends/openvino/core.py is the Python side). Each Core's CPU plugin
+// points the loading thread's alternate signal stack at a stack of its own and puts the previous one back when it
+// unloads, so Cores ending in another order than they started leave that thread on freed memory: the next signal
+// handled there (SA_ONSTACK: SIGTERM/SIGCHLD handlers of the embedding service) crashes the process or writes into
+// reused memory. Compiling on one Core from several threads is supported by OpenVINO.
+std::shared_ptr<ov::Core> shared_core() {
+  static const auto core = std::make_shared<ov::Core>();
+  return core;
+}
+
 constexpr const char* kDevice = "CPU";
 
 // OpenVINO's messages start with "Exception from src/...cpp:NN:" and "Check '...' failed at ..." lines; keep the
@@ -198,7 +208,7 @@ class OvRunner final : public OnnxFileRunner {
 
   void activate_checked() {
     load_card();  // a corrupt file or a missing card: one line before OpenVINO probes its frontends
-    core_ = std::make_unique<ov::Core>();
+    core_ = shared_core();
     // Refuse before compiling: the CPU plugin would quietly run FP32 for a precision it cannot do natively.
     const auto caps = core_->get_property(kDevice, ov::device::capabilities);
     if (std::find(caps.begin(), caps.end(), want_.capability) == caps.end())
@@ -262,7 +272,7 @@ class OvRunner final : public OnnxFileRunner {
   int threads_;
   ov::hint::PerformanceMode mode_;
   std::string cache_dir_;
-  std::unique_ptr<ov::Core> core_;
+  std::shared_ptr<ov::Core> core_;  // the process's one Core (shared_core)
   mutable ov::CompiledModel compiled_;  // create_infer_request() is non-const (and thread-safe)
   std::size_t requests_ = 1;            // 1, or OPTIMAL_NUMBER_OF_INFER_REQUESTS in throughput mode
   std::string description_;
