@@ -8,6 +8,7 @@ runs in a child process, which receives a signal handled by Python (CPython inst
 """
 from __future__ import annotations
 
+import resource
 import signal
 import subprocess
 import sys
@@ -74,7 +75,11 @@ print("survived", flush=True)
 
 def _run(mode: str, onnx) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", SCRIPT, mode, str(onnx)], capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, preexec_fn=_no_core_file)
+
+
+def _no_core_file() -> None:  # the control child is meant to die of SIGSEGV: no core file in the working folder
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
 def test_runners_share_one_core_and_leave_a_live_signal_stack(tiny_onnx):
