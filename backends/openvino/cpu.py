@@ -10,6 +10,10 @@ import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from der_deploy.errors import BackendUnavailable
+
+from .core import shared_core
+
 # /proc/cpuinfo flag -> how people write it. Order = how der-doctor lists them.
 FLAGS = {
     "amx_tile": "AMX", "amx_bf16": "AMX-BF16", "amx_int8": "AMX-INT8", "amx_fp16": "AMX-FP16",
@@ -78,10 +82,6 @@ def cpu_info(path: str | Path = "/proc/cpuinfo") -> CpuInfo:
 def openvino_capabilities(core=None) -> list[str] | None:
     """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` for CPU (e.g. FP32, INT8, BF16), or None when not installed."""
     if core is None:
-        from der_deploy.errors import BackendUnavailable
-
-        from .core import shared_core
-
         try:
             core = shared_core()
         except BackendUnavailable:  # not installed
